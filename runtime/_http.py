@@ -1,0 +1,65 @@
+"""Small HTTP helpers shared by the management API and the invocation endpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+__all__ = ["JSON", "ApiError", "json_response", "error_response", "read_body", "read_json_object"]
+
+JSON = "application/json"
+
+
+class ApiError(Exception):
+    """A management-API failure with an HTTP status, a stable code and a human message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def json_response(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type=JSON)
+
+
+def error_response(error: ApiError) -> Response:
+    return json_response({"error": error.code, "message": error.message}, error.status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything above `limit` bytes without buffering it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            declared_size = int(declared)
+        except ValueError:
+            raise ApiError(400, "bad_request", "Content-Length is not a number") from None
+        if declared_size > limit:
+            raise ApiError(413, "payload_too_large", f"Request body exceeds {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, "payload_too_large", f"Request body exceeds {limit} bytes")
+    return bytes(body)
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    """Parse a JSON object body for the management API, with clear errors for everything else."""
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media and media != JSON and not media.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type", "Send the webtask as application/json")
+    raw = await read_body(request, limit)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "bad_request", "Request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_request", "Request body must be a JSON object")
+    return value

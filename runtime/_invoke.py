@@ -1,0 +1,85 @@
+"""Invocation endpoint: `/api/run/{container}/{name}[/{path}]` -> compiler -> sandbox -> envelope."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from wtpy.compilers import HookRequest, WebtaskContext, error_envelope, get_compiler
+
+from ._api import TIMEOUT_META
+from ._http import JSON, ApiError, error_response, read_body
+from ._names import valid_name
+from ._runtime import Runtime
+
+__all__ = ["routes"]
+
+logger = logging.getLogger("wtpy.invoke")
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _timeout(meta: dict[str, str], runtime: Runtime) -> float:
+    try:
+        seconds = float(meta[TIMEOUT_META])
+    except (KeyError, ValueError):
+        return runtime.settings.default_timeout
+    return min(max(seconds, 0.001), runtime.settings.max_timeout)
+
+
+async def run_webtask(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    container = request.path_params["container"]
+    name = request.path_params["name"]
+    try:
+        if not (valid_name(container) and valid_name(name)):
+            raise ApiError(400, "invalid_name", "Invalid container or webtask name")
+        webtask = await runtime.get(container, name)
+        if webtask is None:
+            raise ApiError(404, "not_found", f"Webtask {container}/{name} not found")
+        body = await read_body(request, runtime.settings.max_body_bytes)
+    except ApiError as error:
+        return error_response(error)
+
+    compiler_name = webtask.meta.get("wt-compiler", "")
+    compiler = get_compiler(compiler_name)
+    if compiler is None:
+        # The management API refuses unknown compilers; this guards data written by another version.
+        envelope = error_envelope("Error", f"Unknown extensibility point compiler {compiler_name!r}")
+        return Response(envelope, media_type=JSON)
+
+    sub_path = request.path_params.get("path", "")
+    hook_request = HookRequest(
+        method=request.method,
+        headers=request.headers,
+        query=request.query_params,
+        path=f"/{sub_path}" if sub_path else "",
+        body=body,
+    )
+    prepared = compiler.prepare(
+        hook_request, WebtaskContext(container, name, webtask.meta, webtask.secrets)
+    )
+    if isinstance(prepared, bytes):
+        return Response(prepared, media_type=JSON)
+
+    outcome = await runtime.pool.run(
+        key=webtask.code_hash,
+        code=webtask.code,
+        filename=f"<webtask {container}/{name}>",
+        args=prepared.args,
+        order=list(prepared.order),
+        timeout=_timeout(webtask.meta, runtime),
+    )
+    if outcome.outcome == "success":
+        envelope = compiler.success(outcome.result, outcome.has_result)
+    else:
+        envelope = compiler.failure(outcome.error or {"name": "Error", "message": "Unknown error"})
+    return Response(envelope, media_type=JSON)
+
+
+routes = [
+    Route("/api/run/{container}/{name}", run_webtask, methods=ALL_METHODS),
+    Route("/api/run/{container}/{name}/{path:path}", run_webtask, methods=ALL_METHODS),
+]

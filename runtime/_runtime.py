@@ -1,0 +1,124 @@
+"""The server's state: store, secrets box, admin token, worker pool and the webtask cache."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from ._auth import load_or_create_admin_token
+from ._crypto import SecretBox
+from ._datadir import acquire_data_dir_lock, ensure_data_dir
+from ._pool import WorkerPool
+from ._settings import Settings
+from ._store import Store, Webtask
+
+__all__ = ["Runtime"]
+
+
+def merge_patch(current: Mapping[str, str], patch: Mapping[str, Any]) -> dict[str, str]:
+    """RFC 7386 merge of a flat str->str mapping: null deletes a key, anything else replaces it."""
+    merged = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+class Runtime:
+    """Owns everything that lives as long as the server. Hot-path reads come from memory.
+
+    Only this process writes the data dir (enforced by a lock file), so the in-memory
+    cache is invalidated right here on every write and never goes stale.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.admin_token = ""
+        self.admin_token_created = False
+        self.pool = WorkerPool(settings.workers, memory_mb=settings.worker_memory_mb)
+        self._store: Store | None = None
+        self._lock_handle: Any = None
+        self._cache: dict[tuple[str, str], Webtask] = {}
+        self._write_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        data_dir = ensure_data_dir(self.settings.data_dir)
+        self._lock_handle = acquire_data_dir_lock(data_dir)
+        box = SecretBox.from_data_dir(data_dir)
+        self._store = Store(data_dir / "wtpy.sqlite3", box)
+        self.admin_token, self.admin_token_created = load_or_create_admin_token(data_dir)
+        await self.pool.start()
+
+    async def close(self) -> None:
+        await self.pool.close()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("runtime is not started")
+        return self._store
+
+    async def get(self, container: str, name: str) -> Webtask | None:
+        key = (container, name)
+        webtask = self._cache.get(key)
+        if webtask is None:
+            webtask = await asyncio.to_thread(self.store.get, container, name)
+            if webtask is not None:
+                self._cache[key] = webtask
+        return webtask
+
+    async def list(self, container: str, meta_filter: Mapping[str, str]) -> list[Webtask]:
+        return await asyncio.to_thread(self.store.list, container, dict(meta_filter))
+
+    async def put(
+        self, container: str, name: str, code: str, meta: dict[str, str], secrets: dict[str, str]
+    ) -> tuple[Webtask, bool]:
+        async with self._write_lock:
+            return await self._put(container, name, code, meta, secrets)
+
+    async def patch(
+        self,
+        container: str,
+        name: str,
+        code: str | None,
+        meta_patch: Mapping[str, Any],
+        secrets_patch: Mapping[str, Any],
+    ) -> Webtask | None:
+        # Read-modify-write under the write lock so concurrent patches never lose an update.
+        async with self._write_lock:
+            current = await asyncio.to_thread(self.store.get, container, name)
+            if current is None:
+                return None
+            webtask, _ = await self._put(
+                container,
+                name,
+                current.code if code is None else code,
+                merge_patch(current.meta, meta_patch),
+                merge_patch(current.secrets, secrets_patch),
+            )
+            return webtask
+
+    async def delete(self, container: str, name: str) -> bool:
+        async with self._write_lock:
+            self._cache.pop((container, name), None)
+            return await asyncio.to_thread(self.store.delete, container, name)
+
+    async def _put(
+        self, container: str, name: str, code: str, meta: dict[str, str], secrets: dict[str, str]
+    ) -> tuple[Webtask, bool]:
+        # Drop the cached copy first: if the write fails, the next read reloads from disk.
+        self._cache.pop((container, name), None)
+        webtask, created = await asyncio.to_thread(
+            self.store.put, container, name, code, meta, secrets
+        )
+        self._cache[(container, name)] = webtask
+        return webtask, created

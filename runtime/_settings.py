@@ -1,0 +1,40 @@
+"""Server settings: one frozen object built by the CLI (or tests) and handed to create_app."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Settings", "default_data_dir"]
+
+
+def default_data_dir(env: os._Environ[str] | dict[str, str] = os.environ) -> Path:
+    if env.get("WTPY_DATA_DIR"):
+        return Path(env["WTPY_DATA_DIR"]).expanduser()
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "wtpy"
+
+
+def _default_workers() -> int:
+    return max(2, os.cpu_count() or 2)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = 8721
+    # Sandbox worker processes; each runs one hook at a time.
+    workers: int = field(default_factory=_default_workers)
+    worker_memory_mb: int = 512
+    # The original platform's limit; a webtask may lower or raise it with the
+    # `wtpy-timeout` meta (seconds), never above max_timeout.
+    default_timeout: float = 20.0
+    max_timeout: float = 120.0
+    # Invocation request bodies above this are refused with 413.
+    max_body_bytes: int = 1024 * 1024
+    # Base URL used in `url` fields; None means "as the client reached us".
+    public_url: str | None = None
+    # Print the admin token when it is first created (off in tests).
+    announce_token: bool = True
