@@ -1,0 +1,82 @@
+"""Management tokens: the admin token file, Bearer header parsing, constant-time comparison."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+from pathlib import Path
+
+from ._datadir import create_file_exclusive, ensure_data_dir, read_small_file
+
+__all__ = [
+    "ADMIN_TOKEN_FILE",
+    "TOKEN_PREFIX",
+    "AdminTokenError",
+    "bearer_token",
+    "load_or_create_admin_token",
+    "new_token",
+    "tokens_equal",
+]
+
+ADMIN_TOKEN_FILE = "admin.token"
+TOKEN_PREFIX = "wtpy_"
+
+# RFC 6750 b64token (token68); the scheme is case-insensitive, 1*SP before the token.
+_BEARER_RE = re.compile(r"bearer +([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE | re.ASCII)
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*", re.ASCII)
+
+
+class AdminTokenError(RuntimeError):
+    """The admin token file exists but does not hold a usable token."""
+
+
+def new_token(prefix: str = TOKEN_PREFIX) -> str:
+    """A fresh bearer token: prefix + 256 random bits, urlsafe base64."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+def load_or_create_admin_token(data_dir: Path) -> tuple[str, bool]:
+    """(token, created): read data_dir/admin.token, or create it (mode 0600, atomically).
+
+    created is True only for the call that wrote the file, so the token is announced once
+    even when two processes race on a fresh data dir. An operator may replace the file's
+    content with a token of their own (one line of RFC 6750 token characters).
+    """
+    data_dir = ensure_data_dir(Path(data_dir))
+    path = data_dir / ADMIN_TOKEN_FILE
+    try:
+        data = read_small_file(path)
+    except FileNotFoundError:
+        token = new_token()
+        if create_file_exclusive(path, (token + "\n").encode("ascii")):
+            return token, True
+        data = read_small_file(path)  # created concurrently by another process
+    except ValueError as exc:
+        raise AdminTokenError(str(exc)) from None
+    try:
+        token = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        token = ""
+    if not _TOKEN_RE.fullmatch(token):
+        # Never echo the file content: it is (meant to be) a credential.
+        raise AdminTokenError(
+            f"{path} does not hold a usable token (one line of the characters "
+            "A-Z a-z 0-9 - . _ ~ + / with optional trailing '='); delete it to generate a new one"
+        )
+    return token, False
+
+
+def bearer_token(authorization_header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None when absent or malformed."""
+    if not authorization_header:
+        return None
+    match = _BEARER_RE.fullmatch(authorization_header.strip())
+    return match.group(1) if match else None
+
+
+def tokens_equal(a: str, b: str) -> bool:
+    """Constant-time comparison (hmac.compare_digest), safe for any str including non-ASCII."""
+    if not isinstance(a, str) or not isinstance(b, str) or not a or not b:
+        return False  # an empty token never matches, not even another empty one
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
