@@ -1,0 +1,115 @@
+"""What the CLI prints: pretty JSON, and rich tables for people (plain, wide text when piped)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import click
+import orjson
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+__all__ = ["COMPILER_META", "echo_json", "info", "stdout_console", "webtask_details", "webtask_table"]
+
+COMPILER_META = "wt-compiler"
+# Piped output is for scripts and grep: never wrap or truncate a URL to fit 80 columns.
+_PIPE_WIDTH = 4096
+
+
+def echo_json(value: Any) -> None:
+    """Pretty JSON on stdout (key order kept, UTF-8 as is)."""
+    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+def info(message: str) -> None:
+    """A line for people on stderr, keeping stdout for the command's result."""
+    click.echo(message, err=True)
+
+
+def stdout_console() -> Console:
+    console = Console(file=sys.stdout, highlight=False)
+    if not console.is_terminal:
+        console = Console(file=sys.stdout, highlight=False, width=_PIPE_WIDTH, color_system=None)
+    return console
+
+
+def _text(value: Any) -> Text:
+    # Text, never markup: names and meta values may contain "[...]".
+    return Text("" if value is None else str(value))
+
+
+def webtask_table(webtasks: Sequence[Mapping[str, Any]]) -> None:
+    """`wtpy ls`: one row per webtask."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("NAME", "COMPILER", "UPDATED", "URL"):
+        table.add_column(column, no_wrap=column in ("NAME", "URL"))
+    for webtask in webtasks:
+        meta = webtask.get("meta") or {}
+        table.add_row(
+            _text(webtask.get("name")),
+            _text(meta.get(COMPILER_META, "") if isinstance(meta, Mapping) else ""),
+            _text(webtask.get("updated_at")),
+            _text(webtask.get("url")),
+        )
+    stdout_console().print(table)
+
+
+def webtask_details(webtask: Mapping[str, Any], *, decrypted: bool, show_code: bool) -> None:
+    """`wtpy inspect`: fields, meta, secret names (values only when `decrypted`), maybe code."""
+    console = stdout_console()
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    for label, key in (
+        ("Container", "container"),
+        ("Name", "name"),
+        ("URL", "url"),
+        ("Version", "version"),
+        ("Created", "created_at"),
+        ("Updated", "updated_at"),
+        ("Code hash", "code_hash"),
+    ):
+        grid.add_row(label, _text(webtask.get(key)))
+    console.print(grid)
+
+    meta = webtask.get("meta") or {}
+    console.print(Text("Meta:", style="bold"))
+    if meta:
+        console.print(_pairs(meta.items()))
+    else:
+        console.print("  (none)")
+
+    secrets = webtask.get("secrets") or []
+    if decrypted and isinstance(secrets, Mapping):
+        console.print(Text("Secrets:", style="bold"))
+        console.print(_pairs(secrets.items()) if secrets else "  (none)")
+    else:
+        names = sorted(secrets) if isinstance(secrets, Mapping | list) else []
+        hint = " (values hidden; use --decrypt to show them)" if names else ""
+        console.print(Text(f"Secrets:{hint}", style="bold"))
+        for name in names:
+            console.print(Text(f"  {name}"))
+        if not names:
+            console.print("  (none)")
+
+    if show_code:
+        console.print(Text("Code:", style="bold"))
+        # Raw, not through rich: the code must come out byte for byte.
+        sys.stdout.flush()
+        click.echo(str(webtask.get("code", "")), nl=False)
+        code = str(webtask.get("code", ""))
+        if code and not code.endswith("\n"):
+            click.echo()
+
+
+def _pairs(items: Any) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True)
+    table.add_column()
+    for key, value in items:
+        table.add_row(_text(f"  {key}"), _text(value))
+    return table

@@ -1,0 +1,480 @@
+"""A pool of pre-started sandbox worker processes that run hooks one job at a time.
+
+Each worker is a fresh interpreter (`python -I -m wtpy.runtime._worker`, never a fork
+of the server) started with a minimal environment, so nothing of the server's state
+or environment (admin token, secret key, other tenants' secrets) is in its memory.
+Frames travel on the worker's stdin/stdout (see `_protocol.py`); stderr is inherited.
+
+Failure handling, in one place:
+
+* wall-clock timeout -> the worker is SIGKILLed, outcome ``timeout``;
+* the worker dies or breaks the protocol mid-job -> outcome ``killed``;
+* ``recycle: true`` in a reply, or ``max_jobs_per_worker`` reached -> replaced after the
+  result is returned;
+* the awaiting caller is cancelled -> the reply is still read in the background (until
+  the job's deadline) before the worker goes back to the idle queue.
+
+A replaced worker is reaped and a new one spawned in the background, retrying with
+backoff until it starts, so the pool never loses capacity permanently and `run()`
+never raises for a worker failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ._protocol import MAX_FRAME_BYTES, FrameError, decode, encode, read_frame
+
+__all__ = ["JobResult", "PoolClosedError", "WorkerPool", "WorkerStartError"]
+
+logger = logging.getLogger("wtpy.pool")
+
+DEFAULT_WORKER_ARGV: tuple[str, ...] = (sys.executable, "-I", "-m", "wtpy.runtime._worker")
+MEMORY_ENV = "WTPY_WORKER_MEMORY_MB"
+
+KILLED_ERROR: dict[str, Any] = {
+    "name": "WorkerKilled",
+    "message": "The hook's sandbox process was terminated "
+    "(memory or CPU limit exceeded, or it crashed)",
+}
+
+# StreamReader buffer for worker stdout: replies up to this size arrive without the
+# transport pausing/resuming reads (readexactly works for any size regardless).
+_READ_LIMIT = 4 * 1024 * 1024
+_REAP_TIMEOUT = 5.0
+
+EventCallback = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(slots=True)
+class JobResult:
+    outcome: Literal["success", "error", "timeout", "killed"]
+    result: Any = None
+    has_result: bool = False
+    error: dict[str, Any] | None = None
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    duration_ms: float = 0.0
+
+
+class PoolClosedError(RuntimeError):
+    """run() was called on (or was waiting for a worker of) a closed pool."""
+
+
+class WorkerStartError(RuntimeError):
+    """start() could not bring up the initial workers."""
+
+
+class _ProtocolViolation(Exception):
+    """The worker sent a well-formed frame that makes no sense here."""
+
+
+class _Worker:
+    __slots__ = ("proc", "pid", "reader", "writer", "keys", "jobs", "_pending")
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None and proc.stdin is not None
+        self.proc = proc
+        self.pid = proc.pid
+        self.reader = proc.stdout
+        self.writer = proc.stdin
+        self.keys: set[str] = set()  # code keys this worker has been sent
+        self.jobs = 0
+        self._pending = -1  # payload length whose header was consumed, -1 when none
+
+    def alive(self) -> bool:
+        return self.proc.returncode is None and not self.reader.at_eof()
+
+    async def read(self) -> dict[str, Any]:
+        """Read one frame. Safe to cancel and call again: a header already consumed is kept."""
+        reader = self.reader
+        try:
+            if self._pending < 0:
+                length = int.from_bytes(await reader.readexactly(4), "big")
+                if length > MAX_FRAME_BYTES:
+                    raise FrameError(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}")
+                self._pending = length
+            payload = await reader.readexactly(self._pending)
+        except asyncio.IncompleteReadError:
+            raise FrameError("peer closed the stream") from None
+        self._pending = -1
+        return decode(payload)
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the worker's process group (it leads its own session), not yet reaped."""
+    if proc.returncode is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), _REAP_TIMEOUT)
+    # Close our ends of the pipes (a dead process leaves its transport open otherwise).
+    transport = getattr(proc, "_transport", None)
+    if transport is not None:
+        transport.close()
+
+
+class WorkerPool:
+    """`size` worker processes, each running one job at a time; callers queue for a worker."""
+
+    def __init__(
+        self,
+        size: int = 2,
+        *,
+        memory_mb: int = 512,
+        max_jobs_per_worker: int = 10_000,
+        worker_argv: Sequence[str] | None = None,
+        start_timeout: float = 30.0,
+        max_log_lines: int = 1000,
+        max_log_bytes: int = 65536,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        if max_jobs_per_worker < 1:
+            raise ValueError("max_jobs_per_worker must be at least 1")
+        self.size = size
+        self.memory_mb = memory_mb
+        self.max_jobs_per_worker = max_jobs_per_worker
+        self._argv = list(worker_argv) if worker_argv is not None else list(DEFAULT_WORKER_ARGV)
+        # The whole environment of a worker: nothing is inherited from the server.
+        self._env = {
+            "PATH": os.defpath,
+            "LANG": "C.UTF-8",
+            "TZ": "UTC",
+            MEMORY_ENV: str(memory_mb),
+        }
+        self._start_timeout = start_timeout
+        self._max_log_lines = max_log_lines
+        self._max_log_bytes = max_log_bytes
+        self._on_event = on_event
+        self._backoff_initial = 0.05
+        self._backoff_max = 5.0
+
+        self._ids = itertools.count(1)
+        self._idle: deque[_Worker] = deque()
+        self._waiters: deque[asyncio.Future[_Worker | None]] = deque()
+        self._workers: dict[int, _Worker] = {}  # ready workers (idle or busy) by pid
+        self._starting: set[asyncio.subprocess.Process] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = False
+        self._closed = False
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Pids of the workers that are up (idle or busy); replacements appear once ready."""
+        return list(self._workers)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def start(self) -> None:
+        """Spawn `size` workers concurrently and wait until each has said it is ready."""
+        if self._started or self._closed:
+            raise RuntimeError("WorkerPool.start() may be called once, before close()")
+        self._started = True
+        results = await asyncio.gather(
+            *(self._spawn_retrying(max_attempts=3) for _ in range(self.size)),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self.close()
+            raise WorkerStartError(f"could not start sandbox workers: {errors[0]!r}") from errors[0]
+        for worker in results:
+            assert isinstance(worker, _Worker)
+            self._release(worker)
+
+    async def close(self) -> None:
+        """Kill every worker (idle, busy or starting). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        procs = [w.proc for w in self._workers.values()] + list(self._starting)
+        self._workers.clear()
+        self._idle.clear()
+        for proc in procs:
+            _kill(proc)
+        await asyncio.gather(*tasks, *(_reap(p) for p in procs), return_exceptions=True)
+
+    # ----------------------------------------------------------------- hot path
+
+    async def run(
+        self,
+        *,
+        key: str,
+        code: str,
+        filename: str,
+        args: dict[str, Any],
+        order: list[str],
+        timeout: float,
+        cpu_seconds: float | None = None,
+    ) -> JobResult:
+        """Run one hook invocation on an idle worker (waiting for one if all are busy).
+
+        `timeout` is wall-clock seconds from when the job is handed to a worker.
+        Never raises for a worker failure: those come back as `timeout` / `killed`.
+        """
+        worker = await self._acquire()
+        job_id = next(self._ids)
+        message: dict[str, Any] = {
+            "id": job_id,
+            "op": "run",
+            "key": key,
+            "code": None if key in worker.keys else code,
+            "filename": filename,
+            "args": args,
+            "order": order,
+            "limits": {
+                "cpu_seconds": timeout if cpu_seconds is None else cpu_seconds,
+                "max_log_lines": self._max_log_lines,
+                "max_log_bytes": self._max_log_bytes,
+            },
+        }
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        started = time.perf_counter()
+        worker.keys.add(key)
+        try:
+            async with asyncio.timeout_at(deadline):
+                worker.writer.write(encode(message))
+                reply = await worker.read()
+                if reply.get("need_code") is True and reply.get("id") == job_id:
+                    if message["code"] is not None:
+                        raise _ProtocolViolation("need_code although code was sent")
+                    message["code"] = code
+                    worker.writer.write(encode(message))
+                    reply = await worker.read()
+        except TimeoutError:
+            duration = (time.perf_counter() - started) * 1000.0
+            self._discard(worker, "timeout")
+            return JobResult(
+                "timeout",
+                error={
+                    "name": "TimeoutError",
+                    "message": f"Script execution timed out after {timeout:g} seconds",
+                },
+                duration_ms=duration,
+            )
+        except asyncio.CancelledError:
+            # The caller went away mid-job: finish reading this job's reply in the
+            # background so the worker returns to the idle queue in a known state.
+            self._background(self._drain(worker, job_id, key, deadline))
+            raise
+        except (FrameError, _ProtocolViolation, EOFError, OSError) as exc:
+            duration = (time.perf_counter() - started) * 1000.0
+            self._discard(worker, f"died mid-job: {exc}")
+            return JobResult("killed", error=dict(KILLED_ERROR), duration_ms=duration)
+        duration = (time.perf_counter() - started) * 1000.0
+
+        if reply.get("id") != job_id or reply.get("need_code"):
+            self._discard(worker, f"protocol violation: unexpected reply {str(reply)[:200]}")
+            return JobResult("killed", error=dict(KILLED_ERROR), duration_ms=duration)
+        self._finish(worker, reply, key)
+        logs = reply.get("logs") or []
+        if reply.get("ok") is True:
+            has_result = "result" in reply
+            return JobResult(
+                "success",
+                result=reply["result"] if has_result else None,
+                has_result=has_result,
+                logs=logs,
+                duration_ms=duration,
+            )
+        error = reply.get("error")
+        if not isinstance(error, dict):
+            error = {"name": "Error", "message": "The hook failed without an error description"}
+        return JobResult("error", error=error, logs=logs, duration_ms=duration)
+
+    def _finish(self, worker: _Worker, reply: dict[str, Any], key: str) -> None:
+        """Account a completed job and hand the worker back (or replace it)."""
+        worker.jobs += 1
+        error = reply.get("error")
+        if isinstance(error, dict) and error.get("name") == "CompileError":
+            # Nothing useful is cached for a key that does not compile: send the code
+            # straight away next time rather than paying a need_code round trip.
+            worker.keys.discard(key)
+        if reply.get("recycle") is True:
+            self._discard(worker, "recycle requested")
+        elif worker.jobs >= self.max_jobs_per_worker:
+            self._discard(worker, "max_jobs_per_worker reached")
+        else:
+            self._release(worker)
+
+    async def _drain(self, worker: _Worker, job_id: int, key: str, deadline: float) -> None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                reply = await worker.read()
+        except (TimeoutError, FrameError, EOFError, OSError) as exc:
+            self._discard(worker, f"abandoned job did not finish cleanly: {exc!r}")
+            return
+        if reply.get("id") != job_id:
+            self._discard(worker, "protocol violation while draining")
+        elif reply.get("need_code"):
+            self._release(worker)  # the worker is waiting for the next request
+        else:
+            self._finish(worker, reply, key)
+
+    # ----------------------------------------------------------------- idle queue
+
+    async def _acquire(self) -> _Worker:
+        while True:
+            if self._closed:
+                raise PoolClosedError("the worker pool is closed")
+            if not self._started:
+                raise RuntimeError("WorkerPool.start() has not been called")
+            if self._idle:
+                worker: _Worker | None = self._idle.popleft()
+            else:
+                waiter: asyncio.Future[_Worker | None] = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+                try:
+                    worker = await waiter
+                except asyncio.CancelledError:
+                    if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
+                        # Handed a worker in the same tick we were cancelled: pass it on.
+                        self._release(waiter.result())  # type: ignore[arg-type]
+                    else:
+                        with contextlib.suppress(ValueError):
+                            self._waiters.remove(waiter)
+                    raise
+            if worker is None:
+                continue  # closed while waiting; raises above
+            if worker.alive():
+                return worker
+            self._discard(worker, "found dead while idle")
+
+    def _release(self, worker: _Worker) -> None:
+        if self._closed:
+            # close() has already taken (and reaps) every worker it knew about.
+            _kill(worker.proc)
+            return
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(worker)
+                return
+        self._idle.append(worker)
+
+    # ----------------------------------------------------------------- replacement
+
+    def _discard(self, worker: _Worker, reason: str) -> None:
+        """Kill a worker now; reap it and start its replacement in the background."""
+        self._workers.pop(worker.pid, None)
+        _kill(worker.proc)
+        if self._closed:
+            return  # close() reaps it
+        self._emit("worker_exit", pid=worker.pid, reason=reason, jobs=worker.jobs)
+        logger.debug("replacing sandbox worker %d: %s", worker.pid, reason)
+        self._background(self._replace(worker.proc))
+
+    async def _replace(self, proc: asyncio.subprocess.Process) -> None:
+        await _reap(proc)  # at most `size` worker processes exist at any time
+        if self._closed:
+            return
+        worker = await self._spawn_retrying(max_attempts=None)
+        if worker is not None:
+            self._release(worker)
+
+    async def _spawn_retrying(self, *, max_attempts: int | None) -> _Worker | None:
+        """Spawn a worker, retrying with exponential backoff. None once the pool is closed."""
+        delay = self._backoff_initial
+        attempt = 0
+        while not self._closed:
+            attempt += 1
+            try:
+                return await self._spawn()
+            except Exception as exc:
+                if self._closed:
+                    return None
+                if max_attempts is not None and attempt >= max_attempts:
+                    raise
+                logger.warning(
+                    "sandbox worker failed to start (attempt %d, retrying in %.2fs): %r",
+                    attempt,
+                    delay,
+                    exc,
+                )
+                self._emit("spawn_failed", attempt=attempt, retry_in=delay, error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._backoff_max)
+        return None
+
+    async def _spawn(self) -> _Worker:
+        proc = await asyncio.create_subprocess_exec(
+            *self._argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,
+            env=self._env,
+            cwd="/",
+            start_new_session=True,  # no terminal signals; killpg reaches anything it started
+            limit=_READ_LIMIT,
+        )
+        self._starting.add(proc)
+        try:
+            assert proc.stdout is not None
+            async with asyncio.timeout(self._start_timeout):
+                hello = await read_frame(proc.stdout)
+            if hello.get("ready") is not True:
+                raise FrameError(f"unexpected first frame from worker: {str(hello)[:200]}")
+        except BaseException:
+            _kill(proc)
+            if not self._closed:  # else close() reaps it
+                self._background(_reap(proc))
+            raise
+        finally:
+            self._starting.discard(proc)
+        worker = _Worker(proc)
+        self._workers[worker.pid] = worker
+        self._emit("worker_ready", pid=worker.pid)
+        return worker
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("worker pool background task failed", exc_info=task.exception())
+
+    def _emit(self, event: str, **info: Any) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event, info)
+        except Exception:
+            logger.exception("worker pool on_event callback failed")
+
