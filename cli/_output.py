@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,7 +14,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["COMPILER_META", "echo_json", "info", "stdout_console", "webtask_details", "webtask_table"]
+__all__ = [
+    "COMPILER_META",
+    "echo_json",
+    "info",
+    "stdout_console",
+    "stdout_printer",
+    "webtask_details",
+    "webtask_table",
+]
 
 COMPILER_META = "wt-compiler"
 # Piped output is for scripts and grep: never wrap or truncate a URL to fit 80 columns.
@@ -30,7 +39,29 @@ def info(message: str) -> None:
     click.echo(message, err=True)
 
 
+class _Printer:
+    """Prints rich renderables: styled on a terminal; plain, unwrapped, right-trimmed when piped."""
+
+    def __init__(self) -> None:
+        self._terminal = Console(file=sys.stdout, highlight=False)
+        self._piped = not self._terminal.is_terminal
+
+    def print(self, renderable: Any) -> None:
+        if not self._piped:
+            self._terminal.print(renderable)
+            return
+        buffer = io.StringIO()
+        Console(file=buffer, highlight=False, width=_PIPE_WIDTH, color_system=None).print(renderable)
+        click.echo("\n".join(line.rstrip() for line in buffer.getvalue().splitlines()))
+
+
+def stdout_printer() -> _Printer:
+    """Something with .print(renderable) writing to stdout, trimmed when piped (tables)."""
+    return _Printer()
+
+
 def stdout_console() -> Console:
+    """A rich Console on stdout; when piped: no colour, and wide so nothing wraps or truncates."""
     console = Console(file=sys.stdout, highlight=False)
     if not console.is_terminal:
         console = Console(file=sys.stdout, highlight=False, width=_PIPE_WIDTH, color_system=None)
@@ -55,12 +86,12 @@ def webtask_table(webtasks: Sequence[Mapping[str, Any]]) -> None:
             _text(webtask.get("updated_at")),
             _text(webtask.get("url")),
         )
-    stdout_console().print(table)
+    stdout_printer().print(table)
 
 
 def webtask_details(webtask: Mapping[str, Any], *, decrypted: bool, show_code: bool) -> None:
     """`wtpy inspect`: fields, meta, secret names (values only when `decrypted`), maybe code."""
-    console = stdout_console()
+    console = stdout_printer()
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
@@ -99,11 +130,8 @@ def webtask_details(webtask: Mapping[str, Any], *, decrypted: bool, show_code: b
     if show_code:
         console.print(Text("Code:", style="bold"))
         # Raw, not through rich: the code must come out byte for byte.
-        sys.stdout.flush()
-        click.echo(str(webtask.get("code", "")), nl=False)
         code = str(webtask.get("code", ""))
-        if code and not code.endswith("\n"):
-            click.echo()
+        click.echo(code, nl=bool(code) and not code.endswith("\n"))
 
 
 def _pairs(items: Any) -> Table:

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import _api, _invoke
+from . import _api, _invoke, _logs
 from ._http import ApiError, error_response, json_response
 from ._runtime import Runtime
 from ._settings import Settings
@@ -60,7 +60,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
             await runtime.close()
 
     app = Starlette(
-        routes=[Route("/healthz", health), *_api.routes, *_invoke.routes],
+        routes=[Route("/healthz", health), *_api.routes, *_invoke.routes, *_logs.routes],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )

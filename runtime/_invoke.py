@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -12,8 +13,10 @@ from wtpy.compilers import HookRequest, WebtaskContext, error_envelope, get_comp
 
 from ._api import TIMEOUT_META
 from ._http import JSON, ApiError, error_response, read_body
+from ._logs import REQUEST_ID_HEADER, envelope_error, new_request_id
 from ._names import valid_name
 from ._runtime import Runtime
+from ._store import Webtask
 
 __all__ = ["routes"]
 
@@ -29,10 +32,28 @@ def _timeout(meta: dict[str, str], runtime: Runtime) -> float:
     return min(max(seconds, 0.001), runtime.settings.max_timeout)
 
 
+def _log_refusal(runtime: Runtime, webtask: Webtask, request_id: str, started: float, error: object) -> None:
+    """Summary record for an invocation that ended before the hook ran (outcome error)."""
+    runtime.logs.publish_invocation(
+        container=webtask.container,
+        name=webtask.name,
+        request_id=request_id,
+        compiler=webtask.meta.get("wt-compiler", ""),
+        outcome="error",
+        duration_ms=(time.perf_counter() - started) * 1000,
+        error=error,  # type: ignore[arg-type]
+        secrets=webtask.secrets,
+    )
+
+
 async def run_webtask(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     container = request.path_params["container"]
     name = request.path_params["name"]
+    request_id = new_request_id()
+    headers = {REQUEST_ID_HEADER: request_id}
+    started = time.perf_counter()
+    webtask: Webtask | None = None
     try:
         if not (valid_name(container) and valid_name(name)):
             raise ApiError(400, "invalid_name", "Invalid container or webtask name")
@@ -41,14 +62,19 @@ async def run_webtask(request: Request) -> Response:
             raise ApiError(404, "not_found", f"Webtask {container}/{name} not found")
         body = await read_body(request, runtime.settings.max_body_bytes)
     except ApiError as error:
-        return error_response(error)
+        if webtask is not None:  # e.g. 413: the webtask exists, the invocation ends early
+            _log_refusal(runtime, webtask, request_id, started, error.message)
+        response = error_response(error)
+        response.headers.update(headers)
+        return response
 
     compiler_name = webtask.meta.get("wt-compiler", "")
     compiler = get_compiler(compiler_name)
     if compiler is None:
         # The management API refuses unknown compilers; this guards data written by another version.
         envelope = error_envelope("Error", f"Unknown extensibility point compiler {compiler_name!r}")
-        return Response(envelope, media_type=JSON)
+        _log_refusal(runtime, webtask, request_id, started, envelope_error(envelope))
+        return Response(envelope, media_type=JSON, headers=headers)
 
     sub_path = request.path_params.get("path", "")
     hook_request = HookRequest(
@@ -62,7 +88,8 @@ async def run_webtask(request: Request) -> Response:
         hook_request, WebtaskContext(container, name, webtask.meta, webtask.secrets)
     )
     if isinstance(prepared, bytes):
-        return Response(prepared, media_type=JSON)
+        _log_refusal(runtime, webtask, request_id, started, envelope_error(prepared))
+        return Response(prepared, media_type=JSON, headers=headers)
 
     outcome = await runtime.pool.run(
         key=webtask.code_hash,
@@ -76,7 +103,18 @@ async def run_webtask(request: Request) -> Response:
         envelope = compiler.success(outcome.result, outcome.has_result)
     else:
         envelope = compiler.failure(outcome.error or {"name": "Error", "message": "Unknown error"})
-    return Response(envelope, media_type=JSON)
+    runtime.logs.publish_invocation(
+        container=container,
+        name=name,
+        request_id=request_id,
+        compiler=compiler_name,
+        outcome=outcome.outcome,
+        duration_ms=outcome.duration_ms,
+        logs=outcome.logs,
+        error=outcome.error if outcome.outcome != "success" else None,
+        secrets=webtask.secrets,
+    )
+    return Response(envelope, media_type=JSON, headers=headers)
 
 
 routes = [

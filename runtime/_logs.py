@@ -115,38 +115,64 @@ def _spellings(value: str) -> set[str]:
     forms.add(repr(value)[1:-1])  # Python repr (print of a dict or list)
     forms.add(json.dumps(value)[1:-1])  # JSON with ensure_ascii (\u00e9)
     forms.add(value.encode("unicode_escape").decode("ascii"))  # Python escapes (\xe9)
+    forms.add(repr(value.encode("utf-8", "replace"))[2:-1])  # printed bytes (b'\xc3\xa9')
     return {form for form in forms if form}
 
 
+# The worker's marker for an error message or stack it cut (see _worker.py).
+WORKER_CUT_MARK = "... [truncated]"
+# The worker's marker entry after the line where the per-invocation caps were hit.
+WORKER_TRUNCATED_PREFIX = "[wtpy] output truncated"
+
+
 @functools.lru_cache(maxsize=256)
-def _mask_pattern(values: tuple[str, ...]) -> re.Pattern[str] | None:
+def _masker_for(values: tuple[str, ...]) -> _Masker:
     forms: set[str] = set()
     for value in values:
         forms |= _spellings(value)
     if not forms:
-        return None
+        return _Masker(None, ())
     # Longest first: at each position the regex takes the first alternative that matches.
-    ordered = sorted(forms, key=lambda form: (-len(form), form))
-    return re.compile("|".join(re.escape(form) for form in ordered))
+    ordered = tuple(sorted(forms, key=lambda form: (-len(form), form)))
+    return _Masker(re.compile("|".join(re.escape(form) for form in ordered)), ordered)
 
 
 def masker(secrets: Mapping[str, str] | Iterable[str]) -> _Masker:
     """A callable replacing every non-empty secret value (and its escaped forms) with MASK."""
     values = secrets.values() if isinstance(secrets, Mapping) else secrets
-    unique = tuple(sorted({v for v in values if isinstance(v, str) and v}))
-    return _Masker(_mask_pattern(unique) if unique else None)
+    return _masker_for(tuple(sorted({v for v in values if isinstance(v, str) and v})))
 
 
 class _Masker:
-    __slots__ = ("_pattern",)
+    __slots__ = ("_pattern", "_forms")
 
-    def __init__(self, pattern: re.Pattern[str] | None) -> None:
+    def __init__(self, pattern: re.Pattern[str] | None, forms: tuple[str, ...]) -> None:
         self._pattern = pattern
+        self._forms = forms
 
     def __call__(self, text: str) -> str:
         if self._pattern is None or not text:
             return text
-        return self._pattern.sub(MASK, text)
+        text = self._pattern.sub(MASK, text)
+        if WORKER_CUT_MARK in text:
+            parts = text.split(WORKER_CUT_MARK)
+            text = WORKER_CUT_MARK.join([self.cut(part) for part in parts[:-1]] + parts[-1:])
+        return text
+
+    def cut(self, text: str) -> str:
+        """Mask a secret's beginning at the very end of `text` (a line cut by a size cap)."""
+        if not self._forms or not text:
+            return text
+        best = 0
+        for form in self._forms:
+            window = text[-(len(form) - 1) :] if len(form) > 1 else ""
+            start = window.find(form[0])
+            while start != -1 and len(window) - start > best:
+                if form.startswith(window[start:]):
+                    best = len(window) - start
+                    break
+                start = window.find(form[0], start + 1)
+        return text[:-best] + MASK if best else text
 
 
 # --- query parsing --------------------------------------------------------------------------
@@ -447,12 +473,16 @@ class LogHub:
         mask = masker(secrets or {})
         published = []
         now = time.time()
-        for line in logs:
+        logs = list(logs)
+        for index, line in enumerate(logs):
             level_name = line.get("level")
             level_name = _LEVEL_ALIASES.get(level_name, level_name)  # type: ignore[arg-type]
             level = LEVELS.get(level_name, 0) if isinstance(level_name, str) else 0
             message = line.get("message")
-            message = message if isinstance(message, str) else str(message)
+            message = mask(message if isinstance(message, str) else str(message))
+            following = logs[index + 1].get("message") if index + 1 < len(logs) else None
+            if isinstance(following, str) and following.startswith(WORKER_TRUNCATED_PREFIX):
+                message = mask.cut(message)  # the worker cut this line at its byte cap
             stamp = line.get("time")
             ts = float(stamp) if isinstance(stamp, int | float) and stamp > 0 else now
             record = {
@@ -461,7 +491,7 @@ class LogHub:
                 "container": container,
                 "name": name,
                 "request_id": request_id,
-                "message": self._clip(mask(message)),
+                "message": self._clip(message),
             }
             published.append(self._publish(ts, level, record))
 
@@ -696,6 +726,10 @@ async def stream_logs(request: Request) -> Response:
     except ApiError as error:
         return error_response(error)
 
+    if name is not None and last_event_id is None and await runtime.get(container, name) is None:
+        # A typo'd name would otherwise follow silently forever. A client resuming with
+        # Last-Event-ID keeps following (the webtask may be re-created).
+        return error_response(ApiError(404, "not_found", f"Webtask {container}/{name} not found"))
     if request.method == "HEAD":
         return Response(status_code=200, media_type="text/event-stream")
     log_filter = LogFilter(

@@ -123,12 +123,16 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
 
 
 async def _reap(proc: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(proc.wait(), _REAP_TIMEOUT)
-    # Close our ends of the pipes (a dead process leaves its transport open otherwise).
-    transport = getattr(proc, "_transport", None)
-    if transport is not None:
-        transport.close()
+    """Wait for a killed worker to exit, then close our ends of its pipes."""
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), _REAP_TIMEOUT)
+    finally:
+        # asyncio leaves the transport of an exited process open until it is closed
+        # (a ResourceWarning at GC); Process has no public close().
+        transport = getattr(proc, "_transport", None)
+        if transport is not None:
+            transport.close()
 
 
 class WorkerPool:
@@ -173,9 +177,11 @@ class WorkerPool:
         self._waiters: deque[asyncio.Future[_Worker | None]] = deque()
         self._workers: dict[int, _Worker] = {}  # ready workers (idle or busy) by pid
         self._starting: set[asyncio.subprocess.Process] = set()
+        self._dying: set[asyncio.subprocess.Process] = set()  # killed, not yet reaped
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._closed = False
+        self._close_done = asyncio.Event()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -206,8 +212,10 @@ class WorkerPool:
             self._release(worker)
 
     async def close(self) -> None:
-        """Kill every worker (idle, busy or starting). Idempotent."""
+        """Kill every worker (idle, busy or starting). Idempotent; every caller returns
+        once the workers are gone."""
         if self._closed:
+            await self._close_done.wait()
             return
         self._closed = True
         while self._waiters:
@@ -217,12 +225,15 @@ class WorkerPool:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        procs = [w.proc for w in self._workers.values()] + list(self._starting)
+        procs = [w.proc for w in self._workers.values()] + list(self._starting | self._dying)
         self._workers.clear()
         self._idle.clear()
         for proc in procs:
             _kill(proc)
-        await asyncio.gather(*tasks, *(_reap(p) for p in procs), return_exceptions=True)
+        try:
+            await asyncio.gather(*tasks, *(_reap(p) for p in procs), return_exceptions=True)
+        finally:
+            self._close_done.set()
 
     # ----------------------------------------------------------------- hot path
 
@@ -258,13 +269,17 @@ class WorkerPool:
                 "max_log_bytes": self._max_log_bytes,
             },
         }
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        try:
+            frame = encode(message)  # TypeError for arguments that are not JSON-able
+        except BaseException:
+            self._release(worker)  # nothing was sent
+            raise
+        deadline = asyncio.get_running_loop().time() + timeout
         started = time.perf_counter()
         worker.keys.add(key)
         try:
             async with asyncio.timeout_at(deadline):
-                worker.writer.write(encode(message))
+                worker.writer.write(frame)
                 reply = await worker.read()
                 if reply.get("need_code") is True and reply.get("id") == job_id:
                     if message["code"] is not None:
@@ -286,18 +301,21 @@ class WorkerPool:
         except asyncio.CancelledError:
             # The caller went away mid-job: finish reading this job's reply in the
             # background so the worker returns to the idle queue in a known state.
-            self._background(self._drain(worker, job_id, key, deadline))
+            self._background(self._drain(worker, job_id, deadline))
             raise
         except (FrameError, _ProtocolViolation, EOFError, OSError) as exc:
             duration = (time.perf_counter() - started) * 1000.0
             self._discard(worker, f"died mid-job: {exc}")
             return JobResult("killed", error=dict(KILLED_ERROR), duration_ms=duration)
+        except BaseException:
+            self._discard(worker, "unexpected error mid-job")  # never leak a busy worker
+            raise
         duration = (time.perf_counter() - started) * 1000.0
 
         if reply.get("id") != job_id or reply.get("need_code"):
             self._discard(worker, f"protocol violation: unexpected reply {str(reply)[:200]}")
             return JobResult("killed", error=dict(KILLED_ERROR), duration_ms=duration)
-        self._finish(worker, reply, key)
+        self._finish(worker, reply)
         logs = reply.get("logs") or []
         if reply.get("ok") is True:
             has_result = "result" in reply
@@ -313,14 +331,9 @@ class WorkerPool:
             error = {"name": "Error", "message": "The hook failed without an error description"}
         return JobResult("error", error=error, logs=logs, duration_ms=duration)
 
-    def _finish(self, worker: _Worker, reply: dict[str, Any], key: str) -> None:
+    def _finish(self, worker: _Worker, reply: dict[str, Any]) -> None:
         """Account a completed job and hand the worker back (or replace it)."""
         worker.jobs += 1
-        error = reply.get("error")
-        if isinstance(error, dict) and error.get("name") == "CompileError":
-            # Nothing useful is cached for a key that does not compile: send the code
-            # straight away next time rather than paying a need_code round trip.
-            worker.keys.discard(key)
         if reply.get("recycle") is True:
             self._discard(worker, "recycle requested")
         elif worker.jobs >= self.max_jobs_per_worker:
@@ -328,7 +341,7 @@ class WorkerPool:
         else:
             self._release(worker)
 
-    async def _drain(self, worker: _Worker, job_id: int, key: str, deadline: float) -> None:
+    async def _drain(self, worker: _Worker, job_id: int, deadline: float) -> None:
         try:
             async with asyncio.timeout_at(deadline):
                 reply = await worker.read()
@@ -340,7 +353,7 @@ class WorkerPool:
         elif reply.get("need_code"):
             self._release(worker)  # the worker is waiting for the next request
         else:
-            self._finish(worker, reply, key)
+            self._finish(worker, reply)
 
     # ----------------------------------------------------------------- idle queue
 
@@ -394,10 +407,14 @@ class WorkerPool:
             return  # close() reaps it
         self._emit("worker_exit", pid=worker.pid, reason=reason, jobs=worker.jobs)
         logger.debug("replacing sandbox worker %d: %s", worker.pid, reason)
+        self._dying.add(worker.proc)
         self._background(self._replace(worker.proc))
 
     async def _replace(self, proc: asyncio.subprocess.Process) -> None:
-        await _reap(proc)  # at most `size` worker processes exist at any time
+        try:
+            await _reap(proc)  # at most `size` worker processes exist at any time
+        finally:
+            self._dying.discard(proc)
         if self._closed:
             return
         worker = await self._spawn_retrying(max_attempts=None)
@@ -448,8 +465,7 @@ class WorkerPool:
                 raise FrameError(f"unexpected first frame from worker: {str(hello)[:200]}")
         except BaseException:
             _kill(proc)
-            if not self._closed:  # else close() reaps it
-                self._background(_reap(proc))
+            await _reap(proc)
             raise
         finally:
             self._starting.discard(proc)

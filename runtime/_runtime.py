@@ -9,6 +9,7 @@ from typing import Any
 from ._auth import load_or_create_admin_token
 from ._crypto import SecretBox
 from ._datadir import acquire_data_dir_lock, ensure_data_dir
+from ._logs import LogHub
 from ._pool import WorkerPool
 from ._settings import Settings
 from ._store import Store, Webtask
@@ -39,6 +40,11 @@ class Runtime:
         self.admin_token = ""
         self.admin_token_created = False
         self.pool = WorkerPool(settings.workers, memory_mb=settings.worker_memory_mb)
+        # Real-time logs (history ring buffer + SSE followers); optional settings fields.
+        self.logs = LogHub(
+            getattr(settings, "log_history", 10_000),
+            ping_interval=getattr(settings, "log_ping_interval", 15.0),
+        )
         self._store: Store | None = None
         self._lock_handle: Any = None
         self._cache: dict[tuple[str, str], Webtask] = {}

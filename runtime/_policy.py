@@ -1,0 +1,449 @@
+"""The sandbox policy: compile a hook with RestrictedPython and build its restricted globals.
+
+RestrictedPython rewrites attribute access, item access, iteration, writes and print
+into calls to guard functions that it looks up in the module globals (`_getattr_`,
+`_write_`, ...). This module supplies those guards, the builtins a hook may use, the
+import allow-list, the hook error classes, and the per-invocation log sink.
+
+The guards add three rules on top of RestrictedPython's own (no names or attributes
+starting with `_`, no frame/code introspection attributes, no `str.format`):
+
+* an allowed module is exposed as the real module object, but an attribute that is a
+  module outside the allow-list is refused (`datetime.sys`, `uuid.os`, `re.enum` exist);
+* a few functions of allowed modules are refused because they read/write arbitrary
+  attributes or evaluate annotations unrestricted (`functools.update_wrapper` can copy a
+  stdlib function's `__globals__` into the hook's globals; `singledispatch` evals
+  string annotations);
+* objects are read-only except dicts, lists and instances of classes the hook itself
+  defined in this invocation, and `setattr` never takes a name starting with `_`.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import collections
+import importlib
+import operator
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import CodeType, ModuleType
+from typing import Any
+
+from RestrictedPython import compile_restricted_exec, safe_builtins
+from RestrictedPython.Guards import (
+    full_write_guard,
+    guarded_iter_unpack_sequence,
+    guarded_unpack_sequence,
+    safer_getattr,
+    safer_getattr_raise,
+)
+
+__all__ = [
+    "ALLOWED_MODULES",
+    "COMPILE_ERROR_MESSAGE",
+    "HOOK_FILENAME",
+    "CompileFailure",
+    "CompiledHook",
+    "ExtensibilityUserError",
+    "InvalidRequestError",
+    "InvalidScopeError",
+    "LogSink",
+    "ServerError",
+    "compile_hook",
+    "make_globals",
+    "resolve_hook",
+]
+
+# Every hook is compiled under this filename; the worker recognises the hook's own
+# frames by it and shows them under the webtask's name (the same code can back several
+# webtasks, and the compiled code object is shared between them).
+HOOK_FILENAME = "<wtpy-hook>"
+COMPILE_ERROR_MESSAGE = "Unable to compile the extensibility code as python"
+MISSING_HOOK = "The extensibility code must define a function named hook"
+
+ALLOWED_MODULES = frozenset(
+    {
+        "base64", "collections", "datetime", "functools", "hashlib", "hmac", "itertools",
+        "json", "math", "random", "re", "string", "time", "uuid",
+    }
+)  # fmt: skip
+# `from __future__ import annotations` is harmless and common; it is importable but not
+# something a hook can reach as an attribute.
+_IMPORTABLE = ALLOWED_MODULES | {"__future__"}
+
+# module name -> attributes refused even though the module is allowed (see docstring).
+_DENIED_ATTRIBUTES: dict[str, frozenset[str]] = {
+    "functools": frozenset({"update_wrapper", "wraps", "singledispatch", "singledispatchmethod"}),
+}
+
+# Import every allowed module now, in the worker's start-up, before the rlimits apply.
+for _name in sorted(_IMPORTABLE):
+    importlib.import_module(_name)
+
+
+class ExtensibilityUserError(Exception):
+    """Base class of the errors a hook raises (or passes to cb) on purpose."""
+
+
+class InvalidRequestError(ExtensibilityUserError):
+    pass
+
+
+class InvalidScopeError(ExtensibilityUserError):
+    pass
+
+
+class ServerError(ExtensibilityUserError):
+    pass
+
+
+_ERROR_CLASSES: dict[str, type[Exception]] = {
+    cls.__name__: cls
+    for cls in (ExtensibilityUserError, InvalidRequestError, InvalidScopeError, ServerError)
+}
+
+
+# ----------------------------------------------------------------------------- compile
+
+
+@dataclass(frozen=True)
+class CompiledHook:
+    code: CodeType
+    entry: str  # the global that holds the hook function after the module has run
+    lines: tuple[str, ...]  # the source, for stack traces
+
+
+@dataclass(frozen=True)
+class CompileFailure:
+    error_description: str  # "Line 3: SyntaxError: invalid syntax ..."; lines joined by "\n"
+
+
+def compile_hook(source: str) -> CompiledHook | CompileFailure:
+    """Compile a hook module once; the result is reusable for any number of invocations."""
+    try:
+        tree = ast.parse(source, HOOK_FILENAME, "exec")
+    except SyntaxError as exc:
+        statement = f" at statement: {exc.text.strip()!r}" if exc.text and exc.text.strip() else ""
+        return CompileFailure(f"Line {exc.lineno}: {type(exc).__name__}: {exc.msg}{statement}")
+    except (ValueError, RecursionError) as exc:  # NUL bytes; absurdly deep nesting
+        return CompileFailure(f"Line 1: {type(exc).__name__}: {exc}")
+
+    # Both checks read the original tree: RestrictedPython rewrites it in place.
+    errors = _import_errors(tree)
+    entry = _entry_point(tree)
+    try:
+        result = compile_restricted_exec(tree, HOOK_FILENAME)
+    except RecursionError:
+        return CompileFailure("Line 1: RecursionError: the code is nested too deeply")
+    errors.extend((_line_of(message), message) for message in result.errors)
+    if errors:
+        return CompileFailure("\n".join(message for _, message in sorted(errors)))
+    if isinstance(entry, CompileFailure):
+        return entry
+    assert result.code is not None
+    return CompiledHook(code=result.code, entry=entry, lines=tuple(source.splitlines()))
+
+
+def _line_of(message: str) -> int:
+    # RestrictedPython messages start with "Line <n>: "
+    head = message.split(":", 1)[0]
+    return int(head[5:]) if head.startswith("Line ") and head[5:].isdigit() else 0
+
+
+def _import_errors(tree: ast.Module) -> list[tuple[int, str]]:
+    """Refuse, at compile time, every import outside the allow-list (the guarded
+    `__import__` checks again at run time)."""
+    errors: list[tuple[int, str]] = []
+    allowed = ", ".join(sorted(ALLOWED_MODULES))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            modules = ["." * node.level + (node.module or "")]
+        else:
+            continue
+        for module in modules:
+            if not _importable(module):
+                errors.append(
+                    (node.lineno, f"Line {node.lineno}: import of module {module!r} is not "
+                     f"allowed (allowed: {allowed})")
+                )  # fmt: skip
+    return errors
+
+
+def _importable(module: str) -> bool:
+    return module.split(".", 1)[0] in _IMPORTABLE
+
+
+def _entry_point(tree: ast.Module) -> str | CompileFailure:
+    """`hook` if the module binds that name at top level, else its only public function."""
+    functions: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names = [node.name]
+            if not isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                functions.append(node.name)
+        else:  # `hook = ...`, `from json import loads as hook`, `if x: def hook(...)`
+            names = [
+                sub.name
+                for sub in ast.walk(node)
+                if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            ] + [
+                target.id
+                for sub in ast.walk(node)
+                if isinstance(sub, ast.Assign | ast.AnnAssign | ast.AugAssign | ast.NamedExpr)
+                for target in (sub.targets if isinstance(sub, ast.Assign) else [sub.target])
+                if isinstance(target, ast.Name)
+            ] + [
+                (alias.asname or alias.name).split(".")[0]
+                for sub in ast.walk(node)
+                if isinstance(sub, ast.Import | ast.ImportFrom)
+                for alias in sub.names
+            ]
+        if "hook" in names:
+            return "hook"
+    if len(functions) == 1:
+        return functions[0]
+    if not functions:
+        return CompileFailure(MISSING_HOOK)
+    return CompileFailure(
+        f"{MISSING_HOOK} (or exactly one public top-level function; found "
+        f"{len(functions)}: {', '.join(functions)})"
+    )
+
+
+def resolve_hook(namespace: dict[str, Any], compiled: CompiledHook) -> Callable[..., Any] | CompileFailure:
+    """The hook function, once the module has run in `namespace`."""
+    value = namespace.get(compiled.entry)
+    if callable(value):
+        return value
+    kind = "missing" if value is None else f"a {type(value).__name__}, not a function"
+    return CompileFailure(f"{MISSING_HOOK} ({compiled.entry} is {kind})")
+
+
+# ----------------------------------------------------------------------------- logs
+
+
+class LogSink:
+    """Collects one invocation's log lines, capped by count and by message bytes."""
+
+    def __init__(self, max_lines: int, max_bytes: int) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self._max_lines = max(0, max_lines)
+        self._max_bytes = max(0, max_bytes)
+        self._bytes = 0
+        self._truncated = False
+
+    def emit(self, level: str, message: str) -> None:
+        if self._truncated:
+            return
+        size = len(message.encode("utf-8", "replace"))
+        if len(self.entries) < self._max_lines and self._bytes + size <= self._max_bytes:
+            self._bytes += size
+            self.entries.append({"level": level, "message": message, "time": time.time()})
+            return
+        room = self._max_bytes - self._bytes
+        if room > 0 and len(self.entries) < self._max_lines:  # keep what fits of a long line
+            head = message.encode("utf-8", "replace")[:room].decode("utf-8", "ignore")
+            self.entries.append({"level": level, "message": head, "time": time.time()})
+        self._truncated = True
+        self.entries.append(
+            {
+                "level": "warn",
+                "message": f"[wtpy] output truncated: the limit is {self._max_lines} log lines "
+                f"and {self._max_bytes} bytes per invocation",
+                "time": time.time(),
+            }
+        )
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+class HookLog:
+    """The `log` global: log.info / log.warn / log.error (arguments joined by spaces)."""
+
+    __slots__ = ("_sink",)
+
+    def __init__(self, sink: LogSink) -> None:
+        self._sink = sink
+
+    def info(self, *parts: Any) -> None:
+        self._sink.emit("info", " ".join(map(_text, parts)))
+
+    def warn(self, *parts: Any) -> None:
+        self._sink.emit("warn", " ".join(map(_text, parts)))
+
+    warning = warn
+
+    def error(self, *parts: Any) -> None:
+        self._sink.emit("error", " ".join(map(_text, parts)))
+
+
+def _print_factory(sink: LogSink, getattr_: Callable[..., Any]) -> Callable[..., Any]:
+    class PrintCollector:
+        """RestrictedPython's `_print_`: one instance per scope; each print() is a log line."""
+
+        def __init__(self, _getattr_: Any = None) -> None:
+            self.txt: list[str] = []
+
+        def write(self, text: str) -> None:
+            self.txt.append(text)
+
+        def __call__(self) -> str:  # the `printed` name
+            return "".join(self.txt)
+
+        def _call_print(self, *objects: Any, sep: Any = " ", end: Any = "\n", file: Any = None,
+                        flush: bool = False) -> None:  # fmt: skip
+            sep = " " if sep is None else _text(sep)
+            end = "\n" if end is None else _text(end)
+            text = sep.join(map(_text, objects))
+            if file is not None:  # a hook object with a write method; never a real file
+                getattr_(file, "write")(text + end)
+                return
+            self.txt.append(text + end)
+            sink.emit("info", text)
+
+    return PrintCollector
+
+
+# ----------------------------------------------------------------------------- guards
+
+_RAISE = object()
+
+
+def _module_allowed(module: ModuleType) -> bool:
+    return module.__name__.split(".", 1)[0] in ALLOWED_MODULES
+
+
+def guarded_getattr(obj: Any, name: str, default: Any = _RAISE) -> Any:
+    """`obj.name` for hooks: safer_getattr, plus the module rules in the docstring.
+
+    Missing attributes raise AttributeError like plain Python (safer_getattr's default
+    of None would silently turn typos into None)."""
+    if isinstance(obj, ModuleType) and name in _DENIED_ATTRIBUTES.get(obj.__name__, ()):
+        raise AttributeError(f"{obj.__name__}.{name} is not available to hooks")
+    if name in ("format", "format_map") and (
+        isinstance(obj, collections.UserString)
+        or (isinstance(obj, type) and issubclass(obj, collections.UserString))
+    ):  # UserString.format is str.format with the same attribute walk
+        raise NotImplementedError("Using the format*() methods of `str` is not safe")
+    value = safer_getattr_raise(obj, name) if default is _RAISE else safer_getattr(obj, name, default)
+    if isinstance(value, ModuleType) and not _module_allowed(value):
+        raise AttributeError(f"module {value.__name__!r} is not available to hooks")
+    return value
+
+
+def _guarded_hasattr(obj: Any, name: str) -> bool:
+    try:
+        guarded_getattr(obj, name)
+    except (AttributeError, NotImplementedError):
+        return False
+    return True
+
+
+def _guarded_getitem(obj: Any, index: Any) -> Any:
+    value = obj[index]
+    if isinstance(value, ModuleType) and not _module_allowed(value):
+        raise KeyError(index)
+    return value
+
+
+def _guarded_import(
+    name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+) -> ModuleType:
+    if level != 0 or not isinstance(name, str) or not _importable(name):
+        raise ImportError(f"import of module {name!r} is not allowed")
+    module = builtins.__import__(name, None, None, fromlist, 0)
+    # `from m import x` reads m.x without going through _getattr_: check it here.
+    for item in fromlist or ():
+        target = importlib.import_module(name)
+        try:
+            guarded_getattr(target, item)
+        except (AttributeError, NotImplementedError) as exc:
+            raise ImportError(f"cannot import name {item!r} from {name!r}: {exc}") from None
+    return module
+
+
+_INPLACE: dict[str, Callable[[Any, Any], Any]] = {
+    "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
+    "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow, "<<=": operator.ilshift,
+    ">>=": operator.irshift, "&=": operator.iand, "^=": operator.ixor, "|=": operator.ior,
+    "@=": operator.imatmul,
+}  # fmt: skip
+
+
+def _inplacevar(op: str, x: Any, y: Any) -> Any:
+    return _INPLACE[op](x, y)
+
+
+def _apply(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return function(*args, **kwargs)
+
+
+_EXTRA_BUILTINS = (
+    "all", "any", "bytes", "dict", "enumerate", "filter", "frozenset", "iter", "list", "map",
+    "max", "min", "next", "reversed", "set", "sorted", "sum", "tuple", "zip",
+)  # fmt: skip
+
+
+def make_globals(sink: LogSink) -> dict[str, Any]:
+    """Fresh restricted globals for one invocation (nothing is shared between two calls
+    except immutable builtins and the allowed modules, which hooks cannot write to)."""
+    hook_classes: set[type] = set()
+
+    def build_class(func: Any, name: str, *bases: Any, **kwargs: Any) -> Any:
+        cls = builtins.__build_class__(func, name, *bases, **kwargs)
+        hook_classes.add(cls)
+        return cls
+
+    def write_guard(obj: Any) -> Any:
+        # Instances of the hook's own classes are its own to write (public names only:
+        # RestrictedPython refuses `obj._x = ...` at compile time, setattr below at run time).
+        if type(obj) in hook_classes:
+            return obj
+        return full_write_guard(obj)
+
+    def guarded_setattr(obj: Any, name: str, value: Any) -> None:
+        if not isinstance(name, str) or name.startswith("_"):
+            raise AttributeError(f"setattr of {name!r} is not allowed")
+        setattr(write_guard(obj), name, value)
+
+    def guarded_delattr(obj: Any, name: str) -> None:
+        if not isinstance(name, str) or name.startswith("_"):
+            raise AttributeError(f"delattr of {name!r} is not allowed")
+        delattr(write_guard(obj), name)
+
+    restricted_builtins = dict(safe_builtins)
+    restricted_builtins.update({name: getattr(builtins, name) for name in _EXTRA_BUILTINS})
+    restricted_builtins.update(
+        {
+            "__build_class__": build_class,
+            "__import__": _guarded_import,
+            "getattr": guarded_getattr,
+            "hasattr": _guarded_hasattr,
+            "setattr": guarded_setattr,
+            "delattr": guarded_delattr,
+        }
+    )
+    restricted_builtins.pop("_getattr_", None)
+    namespace: dict[str, Any] = {
+        "__builtins__": restricted_builtins,
+        "__name__": "webtask",
+        "__metaclass__": type,
+        "_getattr_": guarded_getattr,
+        "_getitem_": _guarded_getitem,
+        "_getiter_": iter,
+        "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
+        "_unpack_sequence_": guarded_unpack_sequence,
+        "_write_": write_guard,
+        "_inplacevar_": _inplacevar,
+        "_apply_": _apply,
+        "_print_": _print_factory(sink, guarded_getattr),
+        "log": HookLog(sink),
+    }
+    namespace.update(_ERROR_CLASSES)
+    return namespace

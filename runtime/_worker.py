@@ -1,0 +1,434 @@
+"""Sandbox worker: `python -m wtpy.runtime._worker`, one hook invocation at a time.
+
+Speaks the frame protocol of `_protocol.py` on private copies of stdin/stdout (fd 0 is
+/dev/null and fd 1 is stderr while hooks run), under rlimits set once at start. Each
+"run" executes a RestrictedPython-compiled hook module (cached per `key`) in fresh
+globals and answers with its result or an error, plus the log lines it produced.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import resource
+import signal
+import sys
+import traceback
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import FrameType, TracebackType
+from typing import Any, BinaryIO
+
+import orjson
+
+from ._policy import (
+    COMPILE_ERROR_MESSAGE,
+    HOOK_FILENAME,
+    CompiledHook,
+    CompileFailure,
+    LogSink,
+    compile_hook,
+    make_globals,
+    resolve_hook,
+)
+from ._protocol import FrameError, read_frame_blocking, write_frame_blocking
+
+__all__ = ["main"]
+
+CACHE_SIZE = 256
+DEFAULT_MEMORY_MB = 512
+DEFAULT_LIMITS = {"cpu_seconds": 20.0, "max_log_lines": 1000, "max_log_bytes": 65536}
+SERIALIZE_ERROR = "Error when JSON serializing the result of the extension point"
+# A result this big could not travel in one frame (the protocol caps frames at 64 MiB).
+MAX_RESULT_BYTES = 32 * 1024 * 1024
+MAX_ERROR_TEXT = 64 * 1024  # message and stack, each
+CALLBACK_NAMES = ("cb", "callback")
+_MISSING = object()
+
+
+# ----------------------------------------------------------------------------- process set-up
+
+
+def _private_stdio() -> tuple[BinaryIO, BinaryIO]:
+    """Move the protocol to private fds; fd 0 <- /dev/null, fd 1 <- fd 2."""
+    sys.stdout.flush()
+    proto_in, proto_out = os.dup(0), os.dup(1)  # os.dup fds are not inherited
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    return os.fdopen(proto_in, "rb"), os.fdopen(proto_out, "wb")
+
+
+def _memory_mb(env: Mapping[str, str]) -> int:
+    try:
+        return int(env.get("WTPY_WORKER_MEMORY_MB", DEFAULT_MEMORY_MB))
+    except ValueError:
+        return DEFAULT_MEMORY_MB
+
+
+def _lower(limit: int, value: int) -> None:
+    """Set soft and hard limit to `value` (never above an existing hard limit)."""
+    _, hard = resource.getrlimit(limit)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(limit, (value, value))
+
+
+def _apply_rlimits(memory_mb: int) -> None:
+    if memory_mb > 0:
+        _lower(resource.RLIMIT_AS, memory_mb * 1024 * 1024)
+    _lower(resource.RLIMIT_FSIZE, 0)  # no file writes
+    _lower(resource.RLIMIT_CORE, 0)
+    if os.getuid() != 0:  # root ignores RLIMIT_NPROC; the pool should not run us as root
+        _lower(resource.RLIMIT_NPROC, 0)  # no fork (nor threads)
+    # With RLIMIT_FSIZE 0 a write to a regular file raises SIGXFSZ, whose default action
+    # kills us: if stderr is a log file, Python's own warnings would. Fail the write instead.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # Ctrl-C in the server's terminal reaches the whole process group; the pool decides
+    # when workers stop (it kills them, or closes stdin and we exit at EOF).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _set_cpu_budget(seconds: float | None) -> None:
+    """Soft RLIMIT_CPU = CPU used so far + this invocation's budget: a runaway hook gets
+    SIGXCPU (default action: terminate) and the pool replaces the worker."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if seconds is None:
+        soft = hard
+    else:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        used = usage.ru_utime + usage.ru_stime
+        soft = max(math.ceil(used + seconds), math.floor(used) + 1)
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "... [truncated]"
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return value if isinstance(value, str) else str(value)
+    except BaseException as exc:  # a hook-defined __str__ may raise anything
+        return f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
+
+
+Frames = list[tuple[int, str]]  # (line, function) of the hook's own frames, outermost first
+
+
+def _frames_from_tb(tb: TracebackType | None) -> Frames:
+    return [
+        (lineno, frame.f_code.co_name)
+        for frame, lineno in traceback.walk_tb(tb)
+        if frame.f_code.co_filename == HOOK_FILENAME
+    ]
+
+
+def _frames_from_stack(frame: FrameType | None) -> Frames:
+    frames = [
+        (lineno, f.f_code.co_name)
+        for f, lineno in traceback.walk_stack(frame)
+        if f.f_code.co_filename == HOOK_FILENAME
+    ]
+    return frames[::-1]
+
+
+def _stack(name: str, message: str, frames: Frames, filename: str, lines: tuple[str, ...]) -> str:
+    """Python-style traceback text of the hook's own frames only, under the webtask's name
+    (never a server path)."""
+    last = f"{name}: {message}" if message else name
+    if not frames:
+        return last
+    summary = traceback.StackSummary.from_list(
+        [
+            (filename, lineno, function, lines[lineno - 1].strip() if 0 < lineno <= len(lines) else "")
+            for lineno, function in frames
+        ]
+    )
+    return "Traceback (most recent call last):\n" + "".join(summary.format()) + last
+
+
+@dataclass
+class _Failure:
+    name: str
+    message: str
+    frames: Frames
+    cause: str = ""  # appended to the stack (e.g. why serialisation failed)
+
+    def envelope(self, filename: str, lines: tuple[str, ...]) -> dict[str, Any]:
+        message = _clip(self.message)
+        stack = _stack(self.name, message, self.frames, filename, lines)
+        if self.cause:
+            stack += f"\nCaused by: {self.cause}"
+        return {"name": self.name, "message": message, "stack": _clip(stack)}
+
+
+def _failure_from_exception(exc: BaseException) -> _Failure:
+    return _Failure(type(exc).__name__, _safe_str(exc), _frames_from_tb(exc.__traceback__))
+
+
+def _failure_from_cb_error(err: Any, call_site: Frames) -> _Failure:
+    """cb(err): an exception -> its class name; a string -> "Error"; a mapping with a
+    message (a JavaScript-style error object) -> its name or "Error"."""
+    if isinstance(err, BaseException):
+        frames = _frames_from_tb(err.__traceback__) or call_site
+        return _Failure(type(err).__name__, _safe_str(err), frames)
+    if isinstance(err, type) and issubclass(err, BaseException):
+        return _Failure(err.__name__, "", call_site)
+    if isinstance(err, Mapping) and "message" in err:
+        return _Failure(_safe_str(err.get("name") or "Error"), _safe_str(err["message"]), call_site)
+    return _Failure("Error", _safe_str(err), call_site)
+
+
+def _compile_error(description: str) -> dict[str, Any]:
+    return {
+        "name": "CompileError",
+        "message": COMPILE_ERROR_MESSAGE,
+        "error_description": _clip(description),
+        "stack": f"CompileError: {COMPILE_ERROR_MESSAGE}\n{_clip(description)}",
+    }
+
+
+# ----------------------------------------------------------------------------- invocation
+
+
+class _Callback:
+    """The `cb` a callback-style hook receives: the first call wins."""
+
+    __slots__ = ("_sink", "_called", "_error", "_data", "_call_site")
+
+    def __init__(self, sink: LogSink) -> None:
+        self._sink = sink
+        self._called = False
+        self._error: Any = None
+        self._data: Any = None
+        self._call_site: Frames = []
+
+    def __call__(self, err: Any = None, data: Any = None, *_rest: Any) -> None:
+        if self._called:
+            self._sink.emit("warn", "[wtpy] the callback was called more than once; later calls are ignored")
+            return
+        self._called = True
+        self._error, self._data = err, data
+        if err is not None:
+            self._call_site = _frames_from_stack(sys._getframe(1))
+
+
+def _bind(
+    fn: Callable[..., Any], args: Mapping[str, Any], order: list[str], callback: _Callback
+) -> tuple[list[Any], dict[str, Any], bool]:
+    """(positional, keyword, callback style?) for calling the hook.
+
+    By name when every non-callback parameter is one of `order` (so the 5-parameter
+    password-exchange form works), else positionally in `order`, as many as it takes."""
+    values = [args.get(name) for name in order]
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # no introspectable signature: pass everything
+        return values, {}, False
+    kinds = inspect.Parameter
+    positional = [p for p in params if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
+    cb = positional[-1] if positional and positional[-1].name in CALLBACK_NAMES else None
+    named = [p for p in params if p is not cb and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)]
+    if named and all(p.name in order and p.kind != kinds.POSITIONAL_ONLY for p in named):
+        pos: list[Any] = []
+        kw: dict[str, Any] = {p.name: args.get(p.name) for p in named}
+    elif any(p.kind == kinds.VAR_POSITIONAL for p in params):
+        pos, kw = values, {}
+    else:
+        pos, kw = values[: len(positional) - (cb is not None)], {}
+    if cb is None:
+        return pos, kw, False
+    if cb.kind == kinds.POSITIONAL_ONLY:  # `def hook(a, b, cb, /)`: pad up to its slot
+        index = positional.index(cb)
+        pos = (pos + [None] * index)[:index] + [callback]
+    else:
+        kw[cb.name] = callback
+    return pos, kw, True
+
+
+def _serialize(value: Any) -> bytes | _Failure:
+    try:
+        payload = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError as exc:
+        # The message is fixed by the wire contract; the stack says why.
+        return _Failure("Error", SERIALIZE_ERROR, [], cause=f"TypeError: {exc}")
+    if len(payload) > MAX_RESULT_BYTES:
+        return _Failure("Error", SERIALIZE_ERROR, [], cause=f"the result exceeds {MAX_RESULT_BYTES} bytes")
+    return payload
+
+
+@dataclass(frozen=True)
+class _Job:
+    id: Any
+    key: str
+    code: str | None
+    filename: str
+    args: dict[str, Any]
+    order: list[str]
+    cpu_seconds: float | None
+    max_log_lines: int
+    max_log_bytes: int
+
+    @classmethod
+    def parse(cls, frame: Mapping[str, Any]) -> _Job:
+        key, code, filename = frame.get("key"), frame.get("code"), frame.get("filename")
+        args, order = frame.get("args") or {}, frame.get("order") or []
+        limits = {**DEFAULT_LIMITS, **(frame.get("limits") or {})}
+        if not isinstance(key, str) or not (code is None or isinstance(code, str)):
+            raise ValueError("a run frame needs a string key and code that is a string or null")
+        if not isinstance(args, dict) or not all(isinstance(name, str) for name in order):
+            raise ValueError("a run frame needs args as an object and order as a list of names")
+        cpu = limits["cpu_seconds"]
+        return cls(
+            id=frame.get("id"),
+            key=key,
+            code=code,
+            filename=filename if isinstance(filename, str) else "<webtask>",
+            args=args,
+            order=list(order),
+            cpu_seconds=None if cpu is None else float(cpu),
+            max_log_lines=int(limits["max_log_lines"]),
+            max_log_bytes=int(limits["max_log_bytes"]),
+        )
+
+
+def _invoke(compiled: CompiledHook, job: _Job) -> tuple[dict[str, Any], bool]:
+    """Run the hook once in fresh globals: (reply without id, saw MemoryError)."""
+    sink = LogSink(job.max_log_lines, job.max_log_bytes)
+    namespace = make_globals(sink)
+    callback = _Callback(sink)
+    callback_style = False
+    failure: _Failure | None = None
+    value: Any = None
+    payload: bytes | None = None
+    memory_error = False
+    try:
+        try:
+            exec(compiled.code, namespace)
+            fn = resolve_hook(namespace, compiled)
+            if isinstance(fn, CompileFailure):
+                return {"ok": False, "error": _compile_error(fn.error_description), "logs": sink.entries}, False
+            positional, keyword, callback_style = _bind(fn, job.args, job.order, callback)
+            value = fn(*positional, **keyword)
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt... are the hook's errors too
+            memory_error = isinstance(exc, MemoryError)
+            if callback._called:
+                sink.emit("warn", f"[wtpy] the hook raised {type(exc).__name__} after calling its "
+                          "callback; the callback's answer stands")  # fmt: skip
+            else:
+                failure = _failure_from_exception(exc)
+        if callback_style and callback._called:
+            if callback._error is not None:
+                failure = _failure_from_cb_error(callback._error, callback._call_site)
+            else:
+                value = callback._data
+        if failure is None and value is not None:
+            serialized = _serialize(value)
+            if isinstance(serialized, _Failure):
+                failure = serialized
+            else:
+                payload = serialized
+    except (MemoryError, RecursionError) as exc:  # while building the answer
+        memory_error = memory_error or isinstance(exc, MemoryError)
+        failure = _Failure(type(exc).__name__, _safe_str(exc), [])
+    finally:
+        # Hook functions and the globals dict reference each other: break the cycle now
+        # rather than leave the hook's data for the garbage collector.
+        namespace.clear()
+    if failure is not None:
+        error = failure.envelope(job.filename, compiled.lines)
+        return {"ok": False, "error": error, "logs": sink.entries}, memory_error
+    reply: dict[str, Any] = {"ok": True, "logs": sink.entries}
+    if payload is not None:
+        reply["result"] = orjson.Fragment(payload)
+    return reply, memory_error
+
+
+class Worker:
+    """Protocol handler: the compiled-code cache and the dispatch of frames."""
+
+    def __init__(self, memory_mb: int = DEFAULT_MEMORY_MB) -> None:
+        self._cache: OrderedDict[str, CompiledHook | CompileFailure] = OrderedDict()
+        # Past this peak RSS, ask to be replaced: the heap stays fragmented/grown.
+        self._recycle_rss = memory_mb * 1024 * 1024 // 2 if memory_mb > 0 else 0
+
+    def handle(self, frame: Mapping[str, Any]) -> dict[str, Any]:
+        op = frame.get("op")
+        if op == "ping":
+            return {"id": frame.get("id"), "ok": True}
+        if op != "run":
+            return self._protocol_error(frame, f"unknown op {op!r}")
+        try:
+            job = _Job.parse(frame)
+        except (ValueError, TypeError) as exc:
+            return self._protocol_error(frame, str(exc))
+        try:
+            return {"id": job.id, **self._run(job)}
+        except MemoryError:  # compiling a huge module, say
+            error = {"name": "MemoryError", "message": "", "stack": "MemoryError"}
+            return {"id": job.id, "ok": False, "error": error, "logs": [], "recycle": True}
+
+    def _run(self, job: _Job) -> dict[str, Any]:
+        compiled = self._cache.get(job.key)
+        if compiled is None and job.code is None:
+            return {"need_code": True}
+        _set_cpu_budget(job.cpu_seconds)
+        if compiled is None:
+            assert job.code is not None
+            compiled = compile_hook(job.code)
+            self._cache[job.key] = compiled  # failures too: same code, same answer
+            if len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(job.key)
+        if isinstance(compiled, CompileFailure):
+            error = _compile_error(compiled.error_description)
+            return {"ok": False, "error": error, "logs": [], "recycle": False}
+        reply, memory_error = _invoke(compiled, job)
+        recycle = memory_error or bool(self._recycle_rss and _peak_rss_bytes() > self._recycle_rss)
+        if not reply["ok"] or recycle:
+            reply["recycle"] = recycle
+        return reply
+
+    @staticmethod
+    def _protocol_error(frame: Mapping[str, Any], message: str) -> dict[str, Any]:
+        error = {"name": "ProtocolError", "message": message, "stack": f"ProtocolError: {message}"}
+        return {"id": frame.get("id"), "ok": False, "error": error, "logs": [], "recycle": False}
+
+
+def main() -> int:
+    warnings.simplefilter("ignore")  # e.g. SyntaxWarnings while compiling a hook
+    memory_mb = _memory_mb(os.environ)
+    proto_in, proto_out = _private_stdio()
+    _apply_rlimits(memory_mb)
+    worker = Worker(memory_mb)
+    try:
+        write_frame_blocking(proto_out, {"ready": True, "pid": os.getpid()})
+        while True:
+            try:
+                frame = read_frame_blocking(proto_in)
+            except FrameError:
+                return 2  # the stream is out of sync: nothing sensible left to do
+            if frame is None:
+                return 0  # the pool closed our stdin
+            write_frame_blocking(proto_out, worker.handle(frame))
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

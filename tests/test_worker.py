@@ -1,0 +1,588 @@
+"""The sandbox worker, driven as a real subprocess through the frame protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from wtpy.runtime._protocol import read_frame_blocking, write_frame_blocking
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+CC_ORDER = ["client", "scope", "audience", "context"]
+PE_ORDER = ["user", "client", "scope", "audience", "context"]
+CC_ARGS: dict[str, Any] = {
+    "client": {"id": "client-1", "name": "Test", "metadata": {"tier": "gold"}},
+    "scope": ["read"],
+    "audience": "https://api.example.com",
+    "context": {"ip": "127.0.0.1", "webtask": {"secrets": {"k": "v"}, "meta": {}}},
+}
+PE_ARGS: dict[str, Any] = {**CC_ARGS, "user": {"id": "user-1", "email": "u@example.com"}}
+FILENAME = "<webtask default/myrule>"
+LIMITS = {"cpu_seconds": 10, "max_log_lines": 1000, "max_log_bytes": 65536}
+
+
+class Worker:
+    """One `python -I -m wtpy.runtime._worker` process (as the pool starts it)."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, memory_mb: int | None = None) -> None:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        if memory_mb is not None:
+            env["WTPY_WORKER_MEMORY_MB"] = str(memory_mb)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-m", "wtpy.runtime._worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        self.ready = self.read()
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        frame = read_frame_blocking(self.proc.stdout)  # type: ignore[arg-type]
+        assert frame is not None, f"worker exited: {self.proc.wait(5)}"
+        return frame
+
+    def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        write_frame_blocking(self.proc.stdin, frame)  # type: ignore[arg-type]
+        reply = self.read()
+        assert reply["id"] == frame["id"]
+        return reply
+
+    def run(
+        self,
+        code: str | None,
+        args: dict[str, Any] | None = None,
+        order: list[str] | None = None,
+        *,
+        key: str | None = None,
+        filename: str = FILENAME,
+        **limits: Any,
+    ) -> dict[str, Any]:
+        if code is not None:
+            code = textwrap.dedent(code)
+        if key is None:
+            assert code is not None
+            key = hashlib.sha256(code.encode()).hexdigest()
+        frame = {
+            "id": next(self._ids),
+            "op": "run",
+            "key": key,
+            "code": code,
+            "filename": filename,
+            "args": CC_ARGS if args is None else args,
+            "order": CC_ORDER if order is None else order,
+            "limits": {**LIMITS, **limits},
+        }
+        return self.request(frame)
+
+    def alive(self) -> bool:
+        return self.request({"id": next(self._ids), "op": "ping"})["ok"] is True
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[Worker]:
+    w = Worker()
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def own_worker() -> Iterator[Worker]:
+    """A worker of the test's own, for tests that exhaust or kill it."""
+    w = Worker(memory_mb=256)
+    yield w
+    w.close()
+
+
+def result(reply: dict[str, Any]) -> Any:
+    assert reply["ok"] is True, reply
+    return reply.get("result")
+
+
+def error(reply: dict[str, Any]) -> dict[str, Any]:
+    assert reply["ok"] is False, reply
+    return reply["error"]
+
+
+def compile_error(reply: dict[str, Any]) -> str:
+    err = error(reply)
+    assert err["name"] == "CompileError"
+    assert err["message"] == "Unable to compile the extensibility code as python"
+    return err["error_description"]
+
+
+# ----------------------------------------------------------------------------- start-up
+
+
+def test_ready_frame_and_ping(worker: Worker) -> None:
+    assert worker.ready == {"ready": True, "pid": worker.proc.pid}
+    assert worker.alive()
+
+
+def test_rlimits_applied(own_worker: Worker) -> None:
+    limits = Path(f"/proc/{own_worker.proc.pid}/limits").read_text()
+    rows = {line[:26].strip(): line[26:].split() for line in limits.splitlines()[1:]}
+    assert rows["Max address space"][:2] == [str(256 * 1024 * 1024)] * 2
+    assert rows["Max file size"][:2] == ["0", "0"]
+    assert rows["Max core file size"][:2] == ["0", "0"]
+
+
+def test_protocol_fds_moved_off_stdio(own_worker: Worker) -> None:
+    fd0 = os.readlink(f"/proc/{own_worker.proc.pid}/fd/0")
+    fd1 = os.readlink(f"/proc/{own_worker.proc.pid}/fd/1")
+    fd2 = os.readlink(f"/proc/{own_worker.proc.pid}/fd/2")
+    assert fd0 == "/dev/null"
+    assert fd1 == fd2
+
+
+# ----------------------------------------------------------------------------- exchanges
+
+
+def test_sample_rule_client_credentials_order(worker: Worker) -> None:
+    reply = worker.run((SAMPLES / "myrule.py").read_text())
+    assert result(reply) == {"https://foo.com/claim": "bar", "scope": ["read", "extra"]}
+    assert reply["logs"] == []
+
+
+def test_sample_rule_password_order(worker: Worker) -> None:
+    reply = worker.run((SAMPLES / "password_rule.py").read_text(), PE_ARGS, PE_ORDER)
+    assert result(reply) == {"https://foo.com/claim": "bar", "scope": ["read", "extra"]}
+
+
+def test_five_parameter_hook_bound_by_name_in_password_order(worker: Worker) -> None:
+    code = """
+    def hook(client, scope, audience, context, cb):
+        cb(None, {"client": client["id"], "scope": scope, "audience": audience,
+                  "ip": context["ip"]})
+    """
+    assert result(worker.run(code, PE_ARGS, PE_ORDER)) == {
+        "client": "client-1", "scope": ["read"], "audience": "https://api.example.com",
+        "ip": "127.0.0.1",
+    }  # fmt: skip
+
+
+def test_unknown_parameter_names_bind_positionally(worker: Worker) -> None:
+    code = """
+    def hook(a, b, c, d, callback):
+        callback(None, [a["id"], b, c])
+    """
+    assert result(worker.run(code)) == ["client-1", ["read"], "https://api.example.com"]
+
+
+def test_return_style_result_and_logs(worker: Worker) -> None:
+    reply = worker.run((SAMPLES / "return_style.py").read_text())
+    assert result(reply) == {"https://example.com/tier": "gold"}
+    assert [(e["level"], e["message"]) for e in reply["logs"]] == [
+        ("info", "issuing token for client-1 at https://api.example.com")
+    ]
+    assert isinstance(reply["logs"][0]["time"], float)
+
+
+def test_return_none_has_no_result_key(worker: Worker) -> None:
+    reply = worker.run("def hook(client, scope, audience, context):\n    return None\n")
+    assert reply["ok"] is True and "result" not in reply
+
+
+def test_cb_none_has_no_result_key(worker: Worker) -> None:
+    reply = worker.run("def hook(client, scope, audience, context, cb):\n    cb(None)\n")
+    assert reply["ok"] is True and "result" not in reply
+
+
+def test_callback_style_hook_may_just_return(worker: Worker) -> None:
+    code = "def hook(client, scope, audience, context, cb):\n    return {'returned': True}\n"
+    assert result(worker.run(code)) == {"returned": True}
+
+
+def test_cb_called_twice_first_wins_with_warning(worker: Worker) -> None:
+    code = """
+    def hook(client, scope, audience, context, cb):
+        cb(None, {"first": 1})
+        cb(None, {"second": 2})
+        cb(ValueError("late"))
+    """
+    reply = worker.run(code)
+    assert result(reply) == {"first": 1}
+    warns = [e for e in reply["logs"] if e["level"] == "warn"]
+    assert len(warns) == 2 and "more than once" in warns[0]["message"]
+
+
+def test_cb_error_keeps_class_name_and_call_site(worker: Worker) -> None:
+    code = """
+    def hook(client, scope, audience, context, cb):
+        if "admin" not in scope:
+            cb(InvalidScopeError("scope admin is required"))
+    """
+    err = error(worker.run(code))
+    assert err["name"] == "InvalidScopeError"
+    assert err["message"] == "scope admin is required"
+    assert f'File "{FILENAME}", line 4, in hook' in err["stack"]
+
+
+def test_cb_string_error_is_named_error(worker: Worker) -> None:
+    err = error(worker.run("def hook(client, scope, audience, context, cb):\n    cb('nope')\n"))
+    assert (err["name"], err["message"]) == ("Error", "nope")
+
+
+def test_raise_after_cb_keeps_cb_answer(worker: Worker) -> None:
+    code = """
+    def hook(client, scope, audience, context, cb):
+        cb(None, "ok")
+        raise ValueError("after")
+    """
+    reply = worker.run(code)
+    assert result(reply) == "ok"
+    assert any("raised ValueError after calling its callback" in e["message"] for e in reply["logs"])
+
+
+def test_hook_error_classes_are_injected(worker: Worker) -> None:
+    for cls in ("ExtensibilityUserError", "InvalidRequestError", "InvalidScopeError", "ServerError"):
+        code = f"def hook(client, scope, audience, context):\n    raise {cls}('x')\n"
+        assert error(worker.run(code))["name"] == cls
+    subclass = "def hook(client, scope, audience, context):\n    return issubclass(ServerError, ExtensibilityUserError)\n"
+    assert result(worker.run(subclass)) is True
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_raise_value_error_stack_shows_only_hook_frames(worker: Worker) -> None:
+    code = """
+    import json
+
+    def helper(x):
+        raise ValueError("boom " + x)
+
+    def hook(client, scope, audience, context):
+        return helper(json.dumps(1))
+    """
+    err = error(worker.run(code))
+    assert (err["name"], err["message"]) == ("ValueError", "boom 1")
+    assert err["stack"].splitlines() == [
+        "Traceback (most recent call last):",
+        f'  File "{FILENAME}", line 8, in hook',
+        "    return helper(json.dumps(1))",
+        f'  File "{FILENAME}", line 5, in helper',
+        '    raise ValueError("boom " + x)',
+        "ValueError: boom 1",
+    ]
+    assert "/" not in err["stack"].replace(FILENAME, "")
+
+
+def test_error_inside_stdlib_has_no_server_paths(worker: Worker) -> None:
+    code = "import json\n\ndef hook(client, scope, audience, context):\n    return json.loads('{')\n"
+    err = error(worker.run(code))
+    assert err["name"] == "JSONDecodeError"
+    assert "line 4, in hook" in err["stack"]
+    assert "/" not in err["stack"].replace(FILENAME, "")
+    assert ".py" not in err["stack"]
+
+
+def test_filename_follows_the_request_not_the_cache(worker: Worker) -> None:
+    code = "def hook(client, scope, audience, context):\n    raise ValueError('x')\n"
+    worker.run(code, filename="<webtask tenant-a/rule>")
+    err = error(worker.run(code, filename="<webtask tenant-b/rule>"))
+    assert "tenant-b/rule" in err["stack"] and "tenant-a" not in err["stack"]
+
+
+def test_non_serialisable_result(worker: Worker) -> None:
+    err = error(worker.run("def hook(client, scope, audience, context):\n    return {1, 2}\n"))
+    assert err["message"] == "Error when JSON serializing the result of the extension point"
+    assert "set" in err["stack"]
+
+
+def test_module_level_error_is_an_error_envelope(worker: Worker) -> None:
+    code = "x = 1 // 0\n\ndef hook(client, scope, audience, context):\n    return 1\n"
+    err = error(worker.run(code))
+    assert err["name"] == "ZeroDivisionError"
+    assert "line 1, in <module>" in err["stack"]
+
+
+def test_worker_survives_base_exceptions_from_hook(worker: Worker) -> None:
+    for cls in ("SystemExit", "KeyboardInterrupt", "GeneratorExit"):
+        code = f"def hook(client, scope, audience, context):\n    raise {cls}('bye')\n"
+        err = error(worker.run(code))
+        assert (err["name"], err["message"]) == (cls, "bye")
+    assert worker.alive()
+
+
+# ----------------------------------------------------------------------------- compile errors
+
+
+def test_syntax_error_names_the_line(worker: Worker) -> None:
+    code = "def hook(client, scope, audience, context):\n    x = 1\n    return (x +\n"
+    description = compile_error(worker.run(code))
+    assert description.startswith("Line 3: SyntaxError:")
+
+
+def test_no_hook_function(worker: Worker) -> None:
+    description = compile_error(worker.run("x = 1\n"))
+    assert description == "The extensibility code must define a function named hook"
+
+
+def test_two_public_functions_without_hook(worker: Worker) -> None:
+    code = "def one(a):\n    return 1\n\ndef two(a):\n    return 2\n"
+    description = compile_error(worker.run(code))
+    assert "named hook" in description and "one, two" in description
+
+
+def test_single_public_function_is_the_hook(worker: Worker) -> None:
+    code = "def rule(client, scope, audience, context):\n    return audience\n"
+    assert result(worker.run(code)) == "https://api.example.com"
+
+
+def test_hook_that_is_not_a_function(worker: Worker) -> None:
+    description = compile_error(worker.run("hook = 5\n"))
+    assert "hook is a int, not a function" in description
+
+
+@pytest.mark.parametrize("module", ["os", "sys", "subprocess", "socket", "os.path", "importlib"])
+def test_import_outside_allow_list_refused_at_compile(worker: Worker, module: str) -> None:
+    code = f"def hook(client, scope, audience, context):\n    import {module}\n    return 1\n"
+    assert compile_error(worker.run(code)).startswith(f"Line 2: import of module '{module}' is not allowed")
+
+
+def test_compile_failure_is_cached_for_code_null(worker: Worker) -> None:
+    key = "compile-failure-cached"
+    compile_error(worker.run("def hook(:\n", key=key))
+    assert compile_error(worker.run(None, key=key)).startswith("Line 1: SyntaxError")
+
+
+def test_need_code_for_unknown_key(worker: Worker) -> None:
+    reply = worker.run(None, key="never-sent")
+    assert set(reply) == {"id", "need_code"} and reply["need_code"] is True
+
+
+# ----------------------------------------------------------------------------- logs
+
+
+def test_print_and_log_object(worker: Worker) -> None:
+    code = """
+    def hook(client, scope, audience, context):
+        print("a", 1, sep="-")
+        log.info("i")
+        log.warn("w", 2)
+        log.error("e")
+    """
+    logs = worker.run(code)["logs"]
+    assert [(e["level"], e["message"]) for e in logs] == [
+        ("info", "a-1"), ("info", "i"), ("warn", "w 2"), ("error", "e"),
+    ]  # fmt: skip
+
+
+def test_log_line_cap_appends_marker(worker: Worker) -> None:
+    code = "def hook(client, scope, audience, context):\n    for i in range(50):\n        print(i)\n"
+    logs = worker.run(code, max_log_lines=5)["logs"]
+    assert [e["message"] for e in logs[:5]] == ["0", "1", "2", "3", "4"]
+    assert len(logs) == 6
+    assert logs[-1]["level"] == "warn" and logs[-1]["message"].startswith("[wtpy] output truncated")
+
+
+def test_log_byte_cap_keeps_head_and_marker(worker: Worker) -> None:
+    code = "def hook(client, scope, audience, context):\n    print('x' * 100)\n    print('y')\n"
+    logs = worker.run(code, max_log_bytes=30)["logs"]
+    assert logs[0]["message"] == "x" * 30
+    assert len(logs) == 2 and logs[1]["message"].startswith("[wtpy] output truncated")
+
+
+# ----------------------------------------------------------------------------- isolation
+
+
+def test_state_does_not_survive_between_invocations(worker: Worker) -> None:
+    code = """
+    seen = []
+
+    def hook(client, scope, audience, context):
+        seen.append(1)
+        return len(seen)
+    """
+    first = worker.run(code, key="state-key")
+    again = worker.run(None, key="state-key")  # cached compile, fresh globals
+    assert (result(first), result(again)) == (1, 1)
+
+
+def test_fresh_globals_across_keys(worker: Worker) -> None:
+    writer = "import json\nSECRET = 'tenant-a'\n\ndef hook(client, scope, audience, context):\n    return SECRET\n"
+    reader = "def hook(client, scope, audience, context):\n    return SECRET\n"
+    assert result(worker.run(writer)) == "tenant-a"
+    err = error(worker.run(reader))
+    assert (err["name"], err["message"]) == ("NameError", "name 'SECRET' is not defined")
+
+
+def test_hook_classes_are_writable_but_not_dunders(worker: Worker) -> None:
+    code = """
+    class Box:
+        def __init__(self):
+            self.value = 1
+
+    def hook(client, scope, audience, context):
+        box = Box()
+        box.value = box.value + 1
+        try:
+            setattr(box, "__class__", Box)
+        except AttributeError as exc:
+            return [box.value, str(exc)]
+    """
+    assert result(worker.run(code)) == [2, "setattr of '__class__' is not allowed"]
+
+
+# ----------------------------------------------------------------------------- escapes
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("__builtins__", '"__builtins__" is an invalid variable name'),
+        ("hook.__globals__", '"__globals__" is an invalid attribute name'),
+        ("().__class__.__base__.__subclasses__()", '"__class__" is an invalid attribute name'),
+        ("(i for i in []).gi_frame", '"gi_frame" is a restricted name'),
+        ("exec('1')", "Exec calls are not allowed"),
+        ("eval('1')", "Eval calls are not allowed"),
+    ],
+)
+def test_escapes_refused_at_compile(worker: Worker, expression: str, reason: str) -> None:
+    code = f"def hook(client, scope, audience, context):\n    return {expression}\n"
+    assert reason in compile_error(worker.run(code))
+
+
+@pytest.mark.parametrize(
+    ("body", "name", "message"),
+    [
+        ("return getattr(cb, '__globals__')", "AttributeError", "starts with \"_\""),
+        ("return getattr(getattr((), 'gi_frame', 1), 'x')", "AttributeError", "restricted name"),
+        ("return '{0.__class__}'.format(1)", "NotImplementedError", "format*() methods of `str`"),
+        ("return str.format('{0.__class__}', 1)", "NotImplementedError", "format*() methods"),
+        ("import collections\n    return collections.UserString('{0.__class__}').format(1)",
+         "NotImplementedError", "format*() methods"),
+        ("return open('/etc/passwd').read()", "NameError", "name 'open' is not defined"),
+        ("e = eval\n    return e", "NameError", "name 'eval' is not defined"),
+        ("import datetime\n    return datetime.sys", "AttributeError", "module 'sys' is not available"),
+        ("import uuid\n    return uuid.os.system('id')", "AttributeError", "module 'os' is not available"),
+        ("from uuid import os\n    return 1", "ImportError", "cannot import name 'os'"),
+        ("import re\n    return re.enum", "AttributeError", "module 'enum' is not available"),
+        ("import functools\n    return functools.update_wrapper", "AttributeError", "not available"),
+        ("from functools import singledispatch\n    return 1", "ImportError", "singledispatch"),
+        ("from string import Formatter\n    return 1", "ImportError", "Formatter"),
+    ],
+)  # fmt: skip
+def test_escapes_refused_at_run_time(worker: Worker, body: str, name: str, message: str) -> None:
+    code = f"def hook(client, scope, audience, context, cb):\n    {body}\n"
+    err = error(worker.run(code))
+    assert err["name"] == name and message in err["message"], err
+
+
+def test_setattr_on_allowed_module_refused_and_harmless(worker: Worker) -> None:
+    code = """
+    import json
+
+    def hook(client, scope, audience, context):
+        out = []
+        try:
+            json.dumps = lambda x: "pwned"
+        except TypeError as exc:
+            out.append(str(exc))
+        try:
+            setattr(json, "loads", None)
+        except TypeError as exc:
+            out.append(str(exc))
+        return out
+    """
+    assert result(worker.run(code)) == ["attribute-less object (assign or del)"] * 2
+    check = "import json\n\ndef hook(client, scope, audience, context):\n    return json.dumps([1])\n"
+    assert result(worker.run(check)) == "[1]"
+
+
+def test_allowed_modules_work(worker: Worker) -> None:
+    code = """
+    import base64, collections, datetime, hashlib, hmac, itertools, json, math, random, re
+    import string, time, uuid
+    from functools import reduce
+
+    def hook(client, scope, audience, context):
+        return [
+            base64.b64encode(b"hi").decode(),
+            collections.Counter("aab")["a"],
+            datetime.date(2020, 1, 2).isoformat(),
+            hashlib.sha256(b"x").hexdigest()[:8],
+            hmac.new(b"k", b"m", "sha256").hexdigest()[:8],
+            list(itertools.islice(itertools.count(), 3)),
+            math.floor(2.5),
+            re.sub("a", "b", "aa"),
+            string.ascii_lowercase[:3],
+            reduce(lambda a, b: a + b, [1, 2, 3]),
+            len(str(uuid.uuid4())),
+            sorted({3, 1, 2}),
+            isinstance(time.time(), float) and isinstance(random.random(), float),
+        ]
+    """
+    assert result(worker.run(code)) == [
+        "aGk=", 2, "2020-01-02", hashlib.sha256(b"x").hexdigest()[:8],
+        hmac.new(b"k", b"m", "sha256").hexdigest()[:8], [0, 1, 2], 2, "bb", "abc", 6, 36,
+        [1, 2, 3], True,
+    ]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- resources
+
+
+def test_deep_recursion_is_an_error(worker: Worker) -> None:
+    code = """
+    def down(n):
+        return down(n + 1)
+
+    def hook(client, scope, audience, context):
+        return down(0)
+    """
+    err = error(worker.run(code))
+    assert err["name"] == "RecursionError"
+    assert "Previous line repeated" in err["stack"]
+    assert worker.alive()
+
+
+def test_memory_bomb_is_an_error_and_asks_for_recycle(own_worker: Worker) -> None:
+    code = """
+    def hook(client, scope, audience, context):
+        hog = []
+        while True:
+            hog.append("x" * 10_000_000)
+    """
+    reply = own_worker.run(code)
+    assert error(reply)["name"] == "MemoryError"
+    assert reply["recycle"] is True
+    # The memory is released: the same worker still answers.
+    assert result(own_worker.run("def hook(client, scope, audience, context):\n    return 1\n")) == 1
+
+
+def test_cpu_budget_kills_a_runaway_hook(own_worker: Worker) -> None:
+    code = "def hook(client, scope, audience, context):\n    while True:\n        pass\n"
+    assert own_worker.proc.stdin is not None
+    write_frame_blocking(
+        own_worker.proc.stdin,  # type: ignore[arg-type]
+        {"id": 1, "op": "run", "key": "spin", "code": code, "filename": FILENAME,
+         "args": CC_ARGS, "order": CC_ORDER, "limits": {**LIMITS, "cpu_seconds": 1}},
+    )  # fmt: skip
+    started = time.monotonic()
+    assert own_worker.proc.wait(15) == -signal.SIGXCPU
+    assert time.monotonic() - started < 10
