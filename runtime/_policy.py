@@ -23,12 +23,13 @@ from __future__ import annotations
 import ast
 import builtins
 import collections
+import copy
 import importlib
 import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import CodeType, ModuleType
+from types import CodeType, ModuleType, SimpleNamespace
 from typing import Any
 
 from RestrictedPython import compile_restricted_exec, safe_builtins
@@ -174,7 +175,10 @@ def _import_errors(tree: ast.Module) -> list[tuple[int, str]]:
 
 
 def _importable(module: str) -> bool:
-    return module.split(".", 1)[0] in _IMPORTABLE
+    if module == "__future__":
+        return True
+    parts = module.split(".")
+    return parts[0] in ALLOWED_MODULES and all(part and not part.startswith("_") for part in parts)
 
 
 def _entry_point(tree: ast.Module) -> str | CompileFailure:
@@ -283,15 +287,21 @@ class HookLog:
         self._sink.emit("error", " ".join(map(_text, parts)))
 
 
+_MAX_PRINTED = 1024 * 1024
+
+
 def _print_factory(sink: LogSink, getattr_: Callable[..., Any]) -> Callable[..., Any]:
     class PrintCollector:
         """RestrictedPython's `_print_`: one instance per scope; each print() is a log line."""
 
         def __init__(self, _getattr_: Any = None) -> None:
-            self.txt: list[str] = []
+            self.txt: list[str] = []  # for RestrictedPython's `printed` name
+            self.size = 0
 
         def write(self, text: str) -> None:
-            self.txt.append(text)
+            if self.size < _MAX_PRINTED:  # a print loop must not grow this without bound
+                self.txt.append(text)
+                self.size += len(text)
 
         def __call__(self) -> str:  # the `printed` name
             return "".join(self.txt)
@@ -304,7 +314,7 @@ def _print_factory(sink: LogSink, getattr_: Callable[..., Any]) -> Callable[...,
             if file is not None:  # a hook object with a write method; never a real file
                 getattr_(file, "write")(text + end)
                 return
-            self.txt.append(text + end)
+            self.write(text + end)
             sink.emit("info", text)
 
     return PrintCollector
@@ -332,7 +342,13 @@ def guarded_getattr(obj: Any, name: str, default: Any = _RAISE) -> Any:
     ):  # UserString.format is str.format with the same attribute walk
         raise NotImplementedError("Using the format*() methods of `str` is not safe")
     value = safer_getattr_raise(obj, name) if default is _RAISE else safer_getattr(obj, name, default)
-    if isinstance(value, ModuleType) and not _module_allowed(value):
+    if isinstance(obj, ModuleType):
+        if isinstance(value, ModuleType) and not _module_allowed(value):
+            raise AttributeError(f"module {value.__name__!r} is not available to hooks")
+        if isinstance(value, list | dict | set | bytearray):
+            # e.g. json.decoder.BACKSLASH: a hook may read it, not change it for the next one
+            return copy.copy(value)
+    elif isinstance(value, ModuleType) and not _module_allowed(value):
         raise AttributeError(f"module {value.__name__!r} is not available to hooks")
     return value
 
@@ -354,18 +370,21 @@ def _guarded_getitem(obj: Any, index: Any) -> Any:
 
 def _guarded_import(
     name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
-) -> ModuleType:
+) -> Any:
     if level != 0 or not isinstance(name, str) or not _importable(name):
         raise ImportError(f"import of module {name!r} is not allowed")
     module = builtins.__import__(name, None, None, fromlist, 0)
-    # `from m import x` reads m.x without going through _getattr_: check it here.
-    for item in fromlist or ():
-        target = importlib.import_module(name)
+    if not fromlist:
+        return module
+    # `from m import x` reads x off whatever we return, without _getattr_: hand back a
+    # namespace of the guarded values instead of the module itself.
+    values: dict[str, Any] = {}
+    for item in fromlist:
         try:
-            guarded_getattr(target, item)
+            values[item] = guarded_getattr(module, item)
         except (AttributeError, NotImplementedError) as exc:
             raise ImportError(f"cannot import name {item!r} from {name!r}: {exc}") from None
-    return module
+    return SimpleNamespace(**values)
 
 
 _INPLACE: dict[str, Callable[[Any, Any], Any]] = {
