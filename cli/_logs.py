@@ -22,6 +22,7 @@ import httpx
 import orjson
 from rich.console import Console
 from rich.text import Text
+
 from wtpy.runtime._names import valid_name
 
 from ._main import (

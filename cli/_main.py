@@ -349,6 +349,9 @@ def cli() -> None:
     """
 
 
+cli.add_lazy_command("logs", "wtpy.cli._logs:logs")  # real-time logs (issue 3)
+
+
 # -- serve -----------------------------------------------------------------------------------
 
 

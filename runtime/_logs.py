@@ -81,8 +81,8 @@ FAILED_OUTCOMES = frozenset({"error", "timeout", "killed"})
 
 DEFAULT_HISTORY = 10_000
 DEFAULT_HISTORY_BYTES = 32 * 1024 * 1024
-DEFAULT_QUEUE_SIZE = 1000
-DEFAULT_QUEUE_BYTES = 8 * 1024 * 1024
+DEFAULT_QUEUE_SIZE = 10_000  # > one invocation at the worker caps (1000 lines) by far
+DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
 DEFAULT_PING_INTERVAL = 15.0
 # Defence in depth: the worker caps lines and bytes per invocation; the hub still bounds
 # a single record so a misconfigured cap cannot make one record huge.

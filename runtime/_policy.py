@@ -342,14 +342,11 @@ def guarded_getattr(obj: Any, name: str, default: Any = _RAISE) -> Any:
     ):  # UserString.format is str.format with the same attribute walk
         raise NotImplementedError("Using the format*() methods of `str` is not safe")
     value = safer_getattr_raise(obj, name) if default is _RAISE else safer_getattr(obj, name, default)
-    if isinstance(obj, ModuleType):
-        if isinstance(value, ModuleType) and not _module_allowed(value):
-            raise AttributeError(f"module {value.__name__!r} is not available to hooks")
-        if isinstance(value, list | dict | set | bytearray):
-            # e.g. json.decoder.BACKSLASH: a hook may read it, not change it for the next one
-            return copy.copy(value)
-    elif isinstance(value, ModuleType) and not _module_allowed(value):
+    if isinstance(value, ModuleType) and not _module_allowed(value):
         raise AttributeError(f"module {value.__name__!r} is not available to hooks")
+    if isinstance(obj, ModuleType) and isinstance(value, list | dict | set | bytearray):
+        # e.g. json.decoder.BACKSLASH: a hook may read it, not change it for the next one
+        return copy.copy(value)
     return value
 
 

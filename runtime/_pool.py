@@ -80,7 +80,7 @@ class _ProtocolViolation(Exception):
 
 
 class _Worker:
-    __slots__ = ("proc", "pid", "reader", "writer", "keys", "jobs", "_pending")
+    __slots__ = ("proc", "pid", "reader", "writer", "keys", "jobs", "max_jobs", "_pending")
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None and proc.stdin is not None
@@ -90,6 +90,7 @@ class _Worker:
         self.writer = proc.stdin
         self.keys: set[str] = set()  # code keys this worker has been sent
         self.jobs = 0
+        self.max_jobs = 0  # set by the pool
         self._pending = -1  # payload length whose header was consumed, -1 when none
 
     def alive(self) -> bool:
@@ -207,8 +208,12 @@ class WorkerPool:
         if errors:
             await self.close()
             raise WorkerStartError(f"could not start sandbox workers: {errors[0]!r}") from errors[0]
-        for worker in results:
+        for index, worker in enumerate(results):
             assert isinstance(worker, _Worker)
+            # Workers started together and served round-robin would all reach
+            # max_jobs_per_worker within a few jobs of each other and be replaced at
+            # once; staggering the first generation's limits spreads that out.
+            worker.max_jobs -= index * self.max_jobs_per_worker // (2 * self.size)
             self._release(worker)
 
     async def close(self) -> None:
@@ -336,7 +341,7 @@ class WorkerPool:
         worker.jobs += 1
         if reply.get("recycle") is True:
             self._discard(worker, "recycle requested")
-        elif worker.jobs >= self.max_jobs_per_worker:
+        elif worker.jobs >= worker.max_jobs:
             self._discard(worker, "max_jobs_per_worker reached")
         else:
             self._release(worker)
@@ -470,6 +475,7 @@ class WorkerPool:
         finally:
             self._starting.discard(proc)
         worker = _Worker(proc)
+        worker.max_jobs = self.max_jobs_per_worker
         self._workers[worker.pid] = worker
         self._emit("worker_ready", pid=worker.pid)
         return worker

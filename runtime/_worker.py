@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import random
 import resource
 import signal
 import sys
@@ -194,12 +195,7 @@ def _failure_from_cb_error(err: Any, call_site: Frames) -> _Failure:
 
 
 def _compile_error(description: str) -> dict[str, Any]:
-    return {
-        "name": "CompileError",
-        "message": COMPILE_ERROR_MESSAGE,
-        "error_description": _clip(description),
-        "stack": f"CompileError: {COMPILE_ERROR_MESSAGE}\n{_clip(description)}",
-    }
+    return {"name": "CompileError", "message": COMPILE_ERROR_MESSAGE, "error_description": _clip(description)}
 
 
 # ----------------------------------------------------------------------------- invocation
@@ -248,6 +244,8 @@ def _bind(
         kw: dict[str, Any] = {p.name: args.get(p.name) for p in named}
     elif any(p.kind == kinds.VAR_POSITIONAL for p in params):
         pos, kw = values, {}
+    elif not named and any(p.kind == kinds.VAR_KEYWORD for p in params):  # hook(**kwargs)
+        pos, kw = [], {name: args.get(name) for name in order}
     else:
         pos, kw = values[: len(positional) - (cb is not None)], {}
     if cb is None:
@@ -290,7 +288,7 @@ class _Job:
         limits = {**DEFAULT_LIMITS, **(frame.get("limits") or {})}
         if not isinstance(key, str) or not (code is None or isinstance(code, str)):
             raise ValueError("a run frame needs a string key and code that is a string or null")
-        if not isinstance(args, dict) or not all(isinstance(name, str) for name in order):
+        if not isinstance(args, dict) or not isinstance(order, list) or not all(isinstance(name, str) for name in order):
             raise ValueError("a run frame needs args as an object and order as a list of names")
         cpu = limits["cpu_seconds"]
         return cls(
@@ -310,6 +308,7 @@ def _invoke(compiled: CompiledHook, job: _Job) -> tuple[dict[str, Any], bool]:
     """Run the hook once in fresh globals: (reply without id, saw MemoryError)."""
     sink = LogSink(job.max_log_lines, job.max_log_bytes)
     namespace = make_globals(sink)
+    random.seed()  # the `random` module's state is process-wide: no hook sees another's seed
     callback = _Callback(sink)
     callback_style = False
     failure: _Failure | None = None
@@ -380,6 +379,11 @@ class Worker:
             return {"id": job.id, **self._run(job)}
         except MemoryError:  # compiling a huge module, say
             error = {"name": "MemoryError", "message": "", "stack": "MemoryError"}
+            return {"id": job.id, "ok": False, "error": error, "logs": [], "recycle": True}
+        except Exception as exc:  # a bug of ours: say so (stderr is the server's log), get replaced
+            traceback.print_exc()
+            message = f"internal worker error: {type(exc).__name__}"
+            error = {"name": "Error", "message": message, "stack": f"Error: {message}"}
             return {"id": job.id, "ok": False, "error": error, "logs": [], "recycle": True}
 
     def _run(self, job: _Job) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
 from wtpy.runtime._pool import JobResult, PoolClosedError, WorkerPool, WorkerStartError
 
 HERE = Path(__file__).resolve().parent
@@ -289,6 +290,26 @@ def test_max_jobs_per_worker() -> None:
             assert pids[0] == pids[1] == pids[2]
             assert pids[3] == pids[4] == pids[5] != pids[0]
             assert pids[6] not in (pids[0], pids[3])
+        finally:
+            await pool.close()
+
+    arun(scenario)
+
+
+def test_max_jobs_recycling_of_the_first_workers_is_staggered() -> None:
+    async def scenario() -> None:
+        pool = fake_pool(2, max_jobs_per_worker=8)
+        await pool.start()
+        try:
+            first = set(pool.worker_pids)
+            seen: list[set[int]] = []
+            for _ in range(8):  # round-robin: 4 jobs each so far, limits 8 and 6
+                await job(pool, "echo")
+            for _ in range(4):
+                await job(pool, "echo")
+                seen.append(set(pool.worker_pids))
+            # One of the first workers has been replaced while the other still serves.
+            assert any(len(pids & first) == 1 for pids in seen)
         finally:
             await pool.close()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from wtpy.runtime._protocol import read_frame_blocking, write_frame_blocking
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -190,6 +191,23 @@ def test_unknown_parameter_names_bind_positionally(worker: Worker) -> None:
         callback(None, [a["id"], b, c])
     """
     assert result(worker.run(code)) == ["client-1", ["read"], "https://api.example.com"]
+
+
+@pytest.mark.parametrize(
+    ("signature", "expected"),
+    [
+        ("*args", "client-1 4"),
+        ("**kwargs", "client-1 4"),
+        ("client, scope, audience, context, cb, /", "client-1 4"),
+    ],
+)
+def test_variadic_and_positional_only_hooks(worker: Worker, signature: str, expected: str) -> None:
+    body = {
+        "*args": "return args[0]['id'] + ' ' + str(len(args))",
+        "**kwargs": "return kwargs['client']['id'] + ' ' + str(len(kwargs))",
+        "client, scope, audience, context, cb, /": "cb(None, client['id'] + ' ' + str(len(scope) + 3))",
+    }[signature]
+    assert result(worker.run(f"def hook({signature}):\n    {body}\n")) == expected
 
 
 def test_return_style_result_and_logs(worker: Worker) -> None:
@@ -429,6 +447,47 @@ def test_fresh_globals_across_keys(worker: Worker) -> None:
     assert result(worker.run(writer)) == "tenant-a"
     err = error(worker.run(reader))
     assert (err["name"], err["message"]) == ("NameError", "name 'SECRET' is not defined")
+
+
+def test_module_constants_and_random_state_are_not_shared(worker: Worker) -> None:
+    tamper = """
+    import json.decoder
+    import random
+    from json.decoder import BACKSLASH
+
+    def hook(client, scope, audience, context):
+        BACKSLASH["n"] = "tampered"
+        json.decoder.BACKSLASH.clear()
+        random.seed(1)
+        return len(json.decoder.BACKSLASH)
+    """
+    check = """
+    import json.decoder
+    import random
+
+    def hook(client, scope, audience, context):
+        return [json.decoder.BACKSLASH["n"], random.random()]
+    """
+    assert result(worker.run(tamper)) == 8  # a copy was cleared, not the module's dict
+    assert result(worker.run(check))[0] == "\n"
+    assert result(worker.run(check))[1] != 0.13436424411240122  # random.seed(1); random.random()
+
+
+def test_future_import_and_submodules_allowed(worker: Worker) -> None:
+    code = """
+    from __future__ import annotations
+    import collections.abc
+    from json import decoder
+
+    def hook(client: dict, scope: list, audience: str, context: dict) -> list:
+        return [isinstance(client, collections.abc.Mapping), decoder.JSONDecoder().decode("[1]")]
+    """
+    assert result(worker.run(code)) == [True, [1]]
+
+
+def test_private_submodule_import_refused(worker: Worker) -> None:
+    code = "import re._parser as p\n\ndef hook(client, scope, audience, context):\n    return 1\n"
+    assert "import of module 're._parser' is not allowed" in compile_error(worker.run(code))
 
 
 def test_hook_classes_are_writable_but_not_dunders(worker: Worker) -> None:
