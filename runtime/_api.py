@@ -20,6 +20,8 @@ __all__ = ["routes", "webtask_url", "TIMEOUT_META"]
 
 COMPILER_META = "wt-compiler"
 TIMEOUT_META = "wtpy-timeout"
+# A tiny timeout would make every call kill and respawn a worker (~100 ms of start-up each).
+MIN_TIMEOUT = 0.1
 MASK = "********"
 # Management bodies carry code (<= 100 KiB) plus meta and secrets.
 MAX_MANAGEMENT_BODY = 1024 * 1024
@@ -126,9 +128,9 @@ def _check_meta(meta: dict[str, str], max_timeout: float) -> None:
             seconds = float(meta[TIMEOUT_META])
         except ValueError:
             seconds = -1.0
-        if not 0 < seconds <= max_timeout:
+        if not MIN_TIMEOUT <= seconds <= max_timeout:
             raise ApiError(
-                422, "invalid_webtask", f"meta '{TIMEOUT_META}' must be seconds in (0, {max_timeout:g}]"
+                422, "invalid_webtask", f"meta '{TIMEOUT_META}' must be seconds from {MIN_TIMEOUT:g} to {max_timeout:g}"
             )
 
 

@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from wtpy.compilers import HookRequest, WebtaskContext, error_envelope, get_compiler
 
-from ._api import TIMEOUT_META
+from ._api import MIN_TIMEOUT, TIMEOUT_META
 from ._http import JSON, ApiError, error_response, read_body
 from ._logs import REQUEST_ID_HEADER, envelope_error, new_request_id
 from ._names import valid_name
@@ -29,7 +29,7 @@ def _timeout(meta: dict[str, str], runtime: Runtime) -> float:
         seconds = float(meta[TIMEOUT_META])
     except (KeyError, ValueError):
         return runtime.settings.default_timeout
-    return min(max(seconds, 0.001), runtime.settings.max_timeout)
+    return min(max(seconds, MIN_TIMEOUT), runtime.settings.max_timeout)
 
 
 def _log_refusal(runtime: Runtime, webtask: Webtask, request_id: str, started: float, error: object) -> None:

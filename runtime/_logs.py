@@ -558,7 +558,7 @@ class LogHub:
     def _resume(self, subscription: Subscription, last_event_id: int) -> list[_Entry]:
         container = subscription.filter.container
         history = self._history
-        if last_event_id <= self.id_base or last_event_id > self.last_id:
+        if last_event_id < self.id_base or last_event_id > self.last_id:
             # An id from another server instance: everything this server still has is new.
             lost = self.oldest_id - self.id_base - 1
             text = (
@@ -587,6 +587,7 @@ class LogHub:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subscription.closed = True
+        subscription.wake.set()
         self._subscribers.discard(subscription)
 
     async def events(self, subscription: Subscription) -> AsyncIterator[bytes]:

@@ -327,6 +327,21 @@ def test_resume_with_an_id_from_before_a_restart() -> None:
     assert drain(new.subscribe(LogFilter("default"), last_event_id=9_999_999))[0]["restarted"]
 
 
+def test_resume_point_before_any_record_is_valid() -> None:
+    async def scenario() -> tuple[bytes, list[dict[str, Any]]]:
+        hub = LogHub(id_base=500)
+        stream = hub.events(hub.subscribe(LogFilter("default")))
+        await stream.__anext__()  # retry hint
+        resume_point = await stream.__anext__()
+        await stream.aclose()
+        publish(hub, lines=(("info", "first"),))
+        return resume_point, drain(hub.subscribe(LogFilter("default"), last_event_id=500))
+
+    resume_point, records = asyncio.run(scenario())
+    assert resume_point == b"id: 500\r\n\r\n"
+    assert [r["type"] for r in records] == ["log", "invocation"]  # no restart notice
+
+
 def test_slow_subscriber_drops_with_notice_and_others_are_unaffected() -> None:
     hub = LogHub(id_base=0, queue_size=5)
     slow = hub.subscribe(LogFilter("default"))
@@ -816,6 +831,9 @@ def test_e2e_tail_since_errors_and_auth(server: WtpyServer) -> None:
     assert compile_error["outcome"] == "error" and "Unable to compile" in compile_error["error"]
     assert httpx.get(url).status_code == 401
     assert httpx.get(url, headers={"Authorization": "Bearer nope"}).status_code == 403
+    marker = "wtpy_not-a-key-" + uuid.uuid4().hex
+    assert httpx.get(url, params={"key": marker}).status_code == 403
+    assert marker not in server.output.read_text()  # a key in the query is never logged
 
 
 def test_e2e_cli_logs_raw(server: WtpyServer, tmp_path: Path) -> None:

@@ -17,15 +17,13 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-__all__ = ["KeyError_", "SigningKey", "load_or_create_key"]
+from ._errors import SigningKeyError
+
+__all__ = ["SigningKey", "load_or_create_key"]
 
 log = logging.getLogger("wtpy.tokenserver")
 
 MIN_BITS = 2048
-
-
-class KeyError_(Exception):  # noqa: N801 - not the builtin KeyError
-    """The signing key file cannot be read, written, or is not a usable RSA private key."""
 
 
 def _b64url_uint(value: int) -> str:
@@ -100,15 +98,15 @@ def _read_key(path: Path) -> rsa.RSAPrivateKey:
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise KeyError_(f"cannot read signing key {path}: {error.strerror}") from None
+        raise SigningKeyError(f"cannot read signing key {path}: {error.strerror}") from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as error:
-        raise KeyError_(f"signing key {path} is not an unencrypted PEM private key: {error}") from None
+        raise SigningKeyError(f"signing key {path} is not an unencrypted PEM private key: {error}") from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise KeyError_(f"signing key {path} is not an RSA key (RS256 needs one)")
+        raise SigningKeyError(f"signing key {path} is not an RSA key (RS256 needs one)")
     if key.key_size < MIN_BITS:
-        raise KeyError_(f"signing key {path} has {key.key_size} bits; RS256 needs at least {MIN_BITS}")
+        raise SigningKeyError(f"signing key {path} has {key.key_size} bits; RS256 needs at least {MIN_BITS}")
     with contextlib.suppress(OSError):
         if stat.S_IMODE(path.stat().st_mode) & 0o077:
             log.warning("signing key %s is readable by other users; chmod 600 it", path)
@@ -120,5 +118,5 @@ def load_or_create_key(path: Path) -> SigningKey:
     try:
         key = _write_new_key(path) if not path.exists() else _read_key(path)
     except OSError as error:
-        raise KeyError_(f"cannot create signing key {path}: {error.strerror or error}") from None
+        raise SigningKeyError(f"cannot create signing key {path}: {error.strerror or error}") from None
     return SigningKey.from_private_key(key)
