@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -10,13 +11,21 @@ from starlette.routing import Route
 
 from wtpy.compilers import compiler_names, get_compiler
 
-from ._auth import bearer_token, tokens_equal
+from ._auth import bearer_token
 from ._http import ApiError, error_response, json_response, read_json_object
 from ._names import MAX_CODE_BYTES, valid_name
 from ._runtime import Runtime
 from ._store import Webtask
+from ._tokens import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_EXPIRES_IN,
+    Principal,
+    TokenRegistry,
+    parse_time,
+    token_view,
+)
 
-__all__ = ["routes", "webtask_url", "TIMEOUT_META"]
+__all__ = ["routes", "webtask_url", "TIMEOUT_META", "authenticate", "authorize", "Principal"]
 
 COMPILER_META = "wt-compiler"
 TIMEOUT_META = "wtpy-timeout"
@@ -34,13 +43,50 @@ def _runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def authorize(request: Request) -> None:
-    """Every management call needs the admin token (constant-time comparison)."""
-    token = bearer_token(request.headers.get("authorization"))
+_NO_TOKENS = TokenRegistry()
+_UNSET: Any = object()
+
+
+def authenticate(request: Request, token: str | None = None) -> Principal:
+    """Who is calling: the admin or a scoped token (see _tokens.py). 401 without a usable
+    token or with an expired/revoked one, 403 for a token that is not recognised.
+
+    `token` replaces the Authorization header (the logs endpoint's `?key=`)."""
     if token is None:
+        token = bearer_token(request.headers.get("authorization"))
+    if not token:
         raise ApiError(401, "unauthorized", "Send a management token as 'Authorization: Bearer <token>'")
-    if not tokens_equal(token, _runtime(request).admin_token):
-        raise ApiError(403, "forbidden", "This token may not manage webtasks")
+    runtime = _runtime(request)
+    registry = getattr(runtime, "tokens", None) or _NO_TOKENS
+    return registry.authenticate(token, runtime.admin_token)
+
+
+def authorize(
+    request: Request,
+    container: str | None = _UNSET,
+    name: str | None = None,
+    *,
+    narrow: bool = False,
+    token: str | None = None,
+) -> Principal:
+    """Authenticate, then check that the token's scope covers `container` (None: an
+    admin-only call) or `container/name`; 403 when it does not. Returns the principal.
+
+    `container` defaults to the route's `{container}` path parameter. name=None means the
+    whole container: a webtask-scoped token passes only with narrow=True, and then the
+    caller must restrict what it returns to `principal.name` (list, logs)."""
+    principal = authenticate(request, token)
+    if container is _UNSET:
+        container = request.path_params.get("container")
+    principal.require(container, name, narrow=narrow)
+    return principal
+
+
+def _require_admin(request: Request) -> Principal:
+    principal = authenticate(request)
+    if not principal.is_admin:
+        raise ApiError(403, "forbidden", f"Only the admin token may manage tokens; this is {principal.describe()}")
+    return principal
 
 
 def _names(request: Request, *, with_name: bool = True) -> tuple[str, str]:
@@ -134,9 +180,16 @@ def _check_meta(meta: dict[str, str], max_timeout: float) -> None:
             )
 
 
-async def _guarded(request: Request, handler: Any) -> Response:
+async def _guarded(request: Request, handler: Any, *, narrow: bool = False) -> Response:
     try:
-        authorize(request)
+        # Scope check on the raw path parameters: an invalid name matches no scope, and the
+        # handler answers 400 for it (to the admin) after this.
+        request.state.principal = authorize(
+            request,
+            request.path_params.get("container"),
+            request.path_params.get("name"),
+            narrow=narrow,
+        )
         return await handler(request)
     except ApiError as error:
         return error_response(error)
@@ -201,10 +254,13 @@ async def list_webtasks(request: Request) -> Response:
                 raise ApiError(400, "bad_request", f"meta filter {item!r} must look like key:value")
             meta_filter[key] = value
         webtasks = await _runtime(request).list(container, meta_filter)
+        principal: Principal = request.state.principal
+        if principal.kind == "webtask":  # a webtask token sees only its own webtask
+            webtasks = [w for w in webtasks if w.name == principal.name]
         decrypt = request.query_params.get("decrypt", "") in ("1", "true", "yes")
         return json_response([describe(request, w, decrypt=decrypt, with_code=False) for w in webtasks])
 
-    return await _guarded(request, handle)
+    return await _guarded(request, handle, narrow=True)
 
 
 async def delete_webtask(request: Request) -> Response:
@@ -217,7 +273,93 @@ async def delete_webtask(request: Request) -> Response:
     return await _guarded(request, handle)
 
 
+# --- scoped management tokens (admin only) ------------------------------------------------
+
+_TOKEN_FIELDS = frozenset({"container", "name", "description", "expires_in", "expires_at"})
+
+
+def _expiry(body: dict[str, Any], now: float) -> float | None:
+    expires_in, expires_at = body.get("expires_in"), body.get("expires_at")
+    if expires_in is not None and expires_at is not None:
+        raise ApiError(422, "invalid_token", "Give 'expires_in' or 'expires_at', not both")
+    if expires_in is not None:
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
+            raise ApiError(422, "invalid_token", "'expires_in' must be a number of seconds")
+        if not 1 <= expires_in <= MAX_EXPIRES_IN:
+            raise ApiError(422, "invalid_token", f"'expires_in' must be from 1 to {MAX_EXPIRES_IN} seconds")
+        return now + float(expires_in)
+    if expires_at is not None:
+        try:
+            when = parse_time(expires_at)
+        except (ValueError, TypeError, OverflowError):
+            raise ApiError(
+                422, "invalid_token", "'expires_at' must be an ISO 8601 time such as 2030-01-31T12:00:00Z"
+            ) from None
+        if not now < when <= now + MAX_EXPIRES_IN:
+            raise ApiError(422, "invalid_token", "'expires_at' must be in the future, at most ten years ahead")
+        return when
+    return None
+
+
+async def create_token(request: Request) -> Response:
+    try:
+        _require_admin(request)
+        body = await read_json_object(request, 64 * 1024)
+        unknown = sorted(set(body) - _TOKEN_FIELDS)
+        if unknown:
+            raise ApiError(422, "invalid_token", f"Unknown field(s): {', '.join(map(repr, unknown))}")
+        container, name = body.get("container"), body.get("name")
+        if not isinstance(container, str) or not valid_name(container):
+            raise ApiError(422, "invalid_name", "'container' must be a valid container name")
+        if name is not None and (not isinstance(name, str) or not valid_name(name)):
+            raise ApiError(422, "invalid_name", "'name' must be a valid webtask name or null")
+        description = body.get("description")
+        if description is None:
+            description = ""
+        if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS:
+            raise ApiError(
+                422, "invalid_token", f"'description' must be a string of at most {MAX_DESCRIPTION_CHARS} characters"
+            )
+        try:
+            description.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(422, "invalid_token", "'description' is not valid Unicode text") from None
+        expires_ts = _expiry(body, time.time())
+        token, row = await _runtime(request).create_token(container, name, description, expires_ts)
+        return json_response({"token": token, **token_view(row)}, 201)
+    except ApiError as error:
+        return error_response(error)
+
+
+async def list_tokens(request: Request) -> Response:
+    try:
+        _require_admin(request)
+        container = request.query_params.get("container")
+        rows = _runtime(request).tokens.rows()
+        if container:
+            rows = [row for row in rows if row.container == container]
+        rows.sort(key=lambda row: (row.created_at, row.id))
+        return json_response([token_view(row) for row in rows])
+    except ApiError as error:
+        return error_response(error)
+
+
+async def revoke_token(request: Request) -> Response:
+    try:
+        _require_admin(request)
+        token_id = request.path_params["id"]
+        row = _runtime(request).tokens.get(token_id)
+        if row is None or await _runtime(request).revoke_token(token_id) is None:
+            raise ApiError(404, "not_found", f"Token {token_id!r} not found")
+        return Response(status_code=204)
+    except ApiError as error:
+        return error_response(error)
+
+
 routes = [
+    Route("/api/tokens", create_token, methods=["POST"]),
+    Route("/api/tokens", list_tokens, methods=["GET"]),
+    Route("/api/tokens/{id}", revoke_token, methods=["DELETE"]),
     Route("/api/webtask/{container}", list_webtasks, methods=["GET"]),
     Route("/api/webtask/{container}/{name}", get_webtask, methods=["GET"]),
     Route("/api/webtask/{container}/{name}", put_webtask, methods=["PUT"]),

@@ -55,6 +55,7 @@ from ._names import valid_name
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+    from ._tokens import Principal
 
 __all__ = [
     "LEVELS",
@@ -660,19 +661,19 @@ def _truthy(value: str | None) -> bool:
     return value is not None and value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def _authorize(request: Request, runtime: Runtime) -> None:
-    """Bearer token, or `?key=<token>` as in the original (the key is never logged)."""
-    from ._api import authorize
-    from ._auth import tokens_equal
+def _authorize(request: Request, runtime: Runtime) -> Principal:
+    """Bearer token, or `?key=<token>` as in the original (the key is never logged).
+
+    Authentication only: the caller checks the token's scope (principal.require) once the
+    container and webtask name are parsed."""
+    from ._api import authenticate
 
     key = request.query_params.get("key")
     if key is not None and not request.headers.get("authorization"):
         if not key:
             raise ApiError(401, "unauthorized", "Send the token as 'Authorization: Bearer <token>' or ?key=")
-        if not tokens_equal(key, runtime.admin_token):
-            raise ApiError(403, "forbidden", "This token may not read logs")
-        return
-    authorize(request)
+        return authenticate(request, key)
+    return authenticate(request)
 
 
 def _int_param(request: Request, name: str, low: int, high: int) -> int | None:
@@ -702,7 +703,7 @@ async def stream_logs(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     hub: LogHub = runtime.logs
     try:
-        _authorize(request, runtime)
+        principal = _authorize(request, runtime)
         container = request.path_params["container"]
         if not valid_name(container):
             raise ApiError(400, "invalid_name", f"Invalid container name {container!r}")
@@ -710,6 +711,11 @@ async def stream_logs(request: Request) -> Response:
         name = query.get("name") or None
         if name is not None and not valid_name(name):
             raise ApiError(400, "invalid_name", f"Invalid webtask name {name!r}")
+        # Scoped tokens: a container token reads only its container's records, a webtask
+        # token only its webtask's (following the whole container means following it).
+        principal.require(container, name, narrow=True)
+        if principal.kind == "webtask":
+            name = principal.name
         try:
             min_level = parse_level(query["level"]) if query.get("level") else 0
             since = parse_since(query["since"]) if query.get("since") else None

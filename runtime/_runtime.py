@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,7 +13,8 @@ from ._datadir import acquire_data_dir_lock, ensure_data_dir
 from ._logs import LogHub
 from ._pool import WorkerPool
 from ._settings import Settings
-from ._store import Store, Webtask
+from ._store import Store, StoredToken, Webtask
+from ._tokens import TokenRegistry, format_time, hash_token, new_scoped_token
 
 __all__ = ["Runtime"]
 
@@ -49,12 +51,15 @@ class Runtime:
         self._lock_handle: Any = None
         self._cache: dict[tuple[str, str], Webtask] = {}
         self._write_lock = asyncio.Lock()
+        # Scoped management tokens, all in memory (see _tokens.py); loaded at start.
+        self.tokens = TokenRegistry()
 
     async def start(self) -> None:
         data_dir = ensure_data_dir(self.settings.data_dir)
         self._lock_handle = acquire_data_dir_lock(data_dir)
         box = SecretBox.from_data_dir(data_dir)
         self._store = Store(data_dir / "wtpy.sqlite3", box)
+        self.tokens = TokenRegistry(self._store.tokens())
         self.admin_token, self.admin_token_created = load_or_create_admin_token(data_dir)
         await self.pool.start()
 
@@ -112,6 +117,34 @@ class Runtime:
                 merge_patch(current.secrets, secrets_patch),
             )
             return webtask
+
+    async def create_token(
+        self, container: str, name: str | None, description: str, expires_ts: float | None
+    ) -> tuple[str, StoredToken]:
+        """(token, row): the token string exists only in this return value."""
+        token_id, token = new_scoped_token()
+        row = StoredToken(
+            id=token_id,
+            hash=hash_token(token),
+            container=container,
+            name=name,
+            description=description,
+            created_at=format_time(time.time()),
+            expires_at=None if expires_ts is None else format_time(expires_ts),
+            revoked_at=None,
+        )
+        async with self._write_lock:
+            await asyncio.to_thread(self.store.add_token, row)
+            self.tokens.put(row)
+        return token, row
+
+    async def revoke_token(self, token_id: str) -> StoredToken | None:
+        """Revoke for good; effective for the next request once this returns."""
+        async with self._write_lock:
+            row = await asyncio.to_thread(self.store.revoke_token, token_id, format_time(time.time()))
+            if row is not None:
+                self.tokens.put(row)
+            return row
 
     async def delete(self, container: str, name: str) -> bool:
         async with self._write_lock:

@@ -33,9 +33,9 @@ import orjson
 from ._crypto import SecretBox
 from ._names import MAX_CODE_BYTES, MAX_NAME_LENGTH, valid_name
 
-__all__ = ["SCHEMA_VERSION", "Store", "StoreError", "Webtask"]
+__all__ = ["SCHEMA_VERSION", "Store", "StoreError", "StoredToken", "Webtask"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 5000
 
 # Index i: the statements that upgrade schema version i to i + 1.
@@ -57,8 +57,26 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 1 -> 2: scoped management tokens (see _tokens.py). Only a SHA-256 of each token is
+    # stored: the token itself is shown once, when it is created.
+    (
+        """
+        CREATE TABLE tokens (
+            id          TEXT    NOT NULL PRIMARY KEY,
+            hash        TEXT    NOT NULL,   -- sha256 hex of the whole token string
+            container   TEXT    NOT NULL,
+            name        TEXT,               -- NULL: every webtask of the container
+            description TEXT    NOT NULL DEFAULT '',
+            created_at  TEXT    NOT NULL,   -- ISO 8601 UTC
+            expires_at  TEXT,               -- ISO 8601 UTC or NULL (never)
+            revoked_at  TEXT                -- ISO 8601 UTC or NULL (active)
+        )
+        """,
+    ),
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+_TOKEN_COLUMNS = "id, hash, container, name, description, created_at, expires_at, revoked_at"
 
 _COLUMNS = (
     "container, name, code, meta, meta_sealed, secrets, version, code_hash, created_at, updated_at"
@@ -81,6 +99,20 @@ class Webtask:
     created_at: str  # ISO 8601 UTC, e.g. 2026-11-23T10:00:00Z
     updated_at: str
     code_hash: str  # sha256 hex of code
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    """A row of the tokens table. `hash` is the SHA-256 hex of the token, never the token."""
+
+    id: str
+    hash: str = field(repr=False)
+    container: str
+    name: str | None
+    description: str
+    created_at: str  # ISO 8601 UTC
+    expires_at: str | None
+    revoked_at: str | None
 
 
 def _utcnow() -> str:
@@ -361,6 +393,47 @@ class Store:
         with self._lock:
             rows = self._db().execute("SELECT DISTINCT container FROM webtasks ORDER BY container")
             return [str(row[0]) for row in rows]
+
+    # -- management tokens -----------------------------------------------------------------
+
+    def add_token(self, token: StoredToken) -> None:
+        """Insert a new token row (one autocommitted statement). Raises sqlite3.IntegrityError
+        when the id exists."""
+        with self._lock:
+            self._db().execute(
+                f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (token.id, token.hash, token.container, token.name, token.description,
+                 token.created_at, token.expires_at, token.revoked_at),
+            )  # fmt: skip
+
+    def revoke_token(self, token_id: str, revoked_at: str) -> StoredToken | None:
+        """Mark a token revoked (an already revoked one keeps its first revocation time).
+        Returns the row as it is now, or None when there is no such token."""
+        with self._lock:
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                    (revoked_at, token_id),
+                )
+                row = conn.execute(
+                    f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE id = ?", (token_id,)
+                ).fetchone()
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        return None if row is None else StoredToken(*row)
+
+    def tokens(self) -> list[StoredToken]:
+        """Every token row (active, expired and revoked), oldest first."""
+        with self._lock:
+            rows = self._db().execute(
+                f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
+            ).fetchall()
+        return [StoredToken(*row) for row in rows]
 
     # -- decoding --------------------------------------------------------------------------
 

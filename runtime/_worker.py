@@ -8,6 +8,8 @@ globals and answers with its result or an error, plus the log lines it produced.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import inspect
 import math
 import os
@@ -84,7 +86,7 @@ def _apply_rlimits(memory_mb: int) -> None:
         _lower(resource.RLIMIT_AS, memory_mb * 1024 * 1024)
     _lower(resource.RLIMIT_FSIZE, 0)  # no file writes
     _lower(resource.RLIMIT_CORE, 0)
-    if os.getuid() != 0:  # root ignores RLIMIT_NPROC; the pool should not run us as root
+    if os.getuid() != 0:  # root ignores RLIMIT_NPROC: set again after _drop_privileges
         _lower(resource.RLIMIT_NPROC, 0)  # no fork (nor threads)
     # With RLIMIT_FSIZE 0 a write to a regular file raises SIGXFSZ, whose default action
     # kills us: if stderr is a log file, Python's own warnings would. Fail the write instead.
@@ -92,6 +94,56 @@ def _apply_rlimits(memory_mb: int) -> None:
     # Ctrl-C in the server's terminal reaches the whole process group; the pool decides
     # when workers stop (it kills them, or closes stdin and we exit at EOF).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# Codecs a hook may name (bytes.decode("utf-16"), ...): looked up, so imported, at start.
+_PRELOAD_CODECS = (
+    "ascii", "latin-1", "utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32",
+    "utf-32-le", "utf-32-be", "utf-7", "cp1252", "cp437", "iso8859-15", "mac-roman", "idna",
+    "punycode", "unicode-escape", "raw-unicode-escape", "charmap",
+)  # fmt: skip
+UNPRIVILEGED_ID = 65534  # "nobody" / "nogroup"
+UID_ENV = "WTPY_WORKER_UID"
+GID_ENV = "WTPY_WORKER_GID"
+
+
+def _preload() -> None:
+    """Import now what hooks would otherwise import lazily: once privileges are dropped the
+    interpreter's files may no longer be readable (e.g. a Python under /root)."""
+    import _strptime  # noqa: F401  (datetime.strptime, time.strptime)
+
+    for name in _PRELOAD_CODECS:
+        with contextlib.suppress(LookupError):
+            codecs.lookup(name)
+
+
+def _id_from_env(env: Mapping[str, str], key: str) -> int:
+    try:
+        value = int(env.get(key, UNPRIVILEGED_ID))
+    except ValueError:
+        return UNPRIVILEGED_ID
+    return value if value > 0 else UNPRIVILEGED_ID  # never "drop" to root
+
+
+def _drop_privileges(env: Mapping[str, str]) -> bool:
+    """When started as root, become an unprivileged user (default 65534, "nobody"), so
+    that RLIMIT_NPROC applies (no fork), and a hook that got out of the RestrictedPython
+    sandbox still holds no root powers. True when we now run unprivileged.
+
+    Failure (not root, no such id in a user namespace, ...) is not fatal: the worker
+    carries on as it is and says so on stderr (the server's log)."""
+    if os.geteuid() != 0:
+        return os.getuid() != 0
+    uid, gid = _id_from_env(env, UID_ENV), _id_from_env(env, GID_ENV)
+    try:
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as exc:
+        print(f"wtpy worker: could not drop root privileges to {uid}:{gid} ({exc}); "
+              "hooks run as root", file=sys.stderr)  # fmt: skip
+        return False
+    return True
 
 
 def _set_cpu_budget(seconds: float | None) -> None:
@@ -418,7 +470,10 @@ def main() -> int:
     warnings.simplefilter("ignore")  # e.g. SyntaxWarnings while compiling a hook
     memory_mb = _memory_mb(os.environ)
     proto_in, proto_out = _private_stdio()
+    _preload()
     _apply_rlimits(memory_mb)
+    if _drop_privileges(os.environ):
+        _lower(resource.RLIMIT_NPROC, 0)  # now it applies: no fork, no threads
     worker = Worker(memory_mb)
     try:
         write_frame_blocking(proto_out, {"ready": True, "pid": os.getpid()})

@@ -48,6 +48,8 @@ log = logging.getLogger("wtpy.tokenserver")
 MAX_BODY_BYTES = 64 * 1024
 _NAMESPACED = re.compile(r"https?://")
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 scope-token (NQCHAR)
+# The parameters read from a JSON body (others are ignored, as in a form body).
+_PARAMETERS = ("grant_type", "client_id", "client_secret", "audience", "scope", "username", "password")
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -111,15 +113,13 @@ async def _read_params(request: Request) -> dict[str, str | list[str]]:
             raise _invalid_request("The request body is not valid JSON") from None
         if not isinstance(data, dict):
             raise _invalid_request("The request body must be a JSON object")
-        for key, value in data.items():
+        for key in _PARAMETERS:
+            value = data.get(key)
             if value is None or value == "":
                 continue
-            if isinstance(value, str):
-                params[key] = value
-            elif key == "scope" and isinstance(value, list) and all(isinstance(v, str) for v in value):
-                params[key] = value
-            else:
-                raise _invalid_request(f"Parameter {_clip(key)} must be a string")
+            if not (isinstance(value, str) or (key == "scope" and _strings(value))):
+                raise _invalid_request(f"Parameter {key} must be a string")
+            params[key] = value
         return params
     if media == "application/x-www-form-urlencoded":
         try:
@@ -137,6 +137,10 @@ async def _read_params(request: Request) -> dict[str, str | list[str]]:
     raise _invalid_request(
         "The token endpoint accepts application/json or application/x-www-form-urlencoded bodies"
     )
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 def _param(params: Mapping[str, str | list[str]], name: str) -> str | None:
@@ -294,9 +298,10 @@ class TokenServer:
             if secret is not None:
                 await _verify(secret, self._dummy_secret)
             raise _invalid_client(basic=basic is not None)
-        if client.client_secret is not None:
-            if secret is None or not await _verify(secret, client.client_secret):
-                raise _invalid_client(basic=basic is not None)
+        if client.client_secret is not None and (
+            secret is None or not await _verify(secret, client.client_secret)
+        ):
+            raise _invalid_client(basic=basic is not None)
         if grant not in client.grant_types:
             raise OAuthError(
                 400, "unauthorized_client", f"The client may not use the {grant} grant"
@@ -367,7 +372,7 @@ class TokenServer:
                 )  # fmt: skip
                 raise OAuthError(403, "access_denied", error.message) from None
             except (HookUnavailableError, HookProtocolError) as error:
-                log.warning("%s hook (%s) failed: %s", grant, hook, error)
+                log.warning("%s hook failed: %s", grant, error)
                 raise OAuthError(
                     503,
                     "temporarily_unavailable",
