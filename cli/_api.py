@@ -174,6 +174,37 @@ class ManagementClient:
     def delete(self, container: str, name: str) -> None:
         self._send("DELETE", self._webtask_path(container, name))
 
+    # -- scoped management tokens (admin token only) -----------------------------------------
+
+    def create_token(
+        self,
+        container: str,
+        name: str | None = None,
+        *,
+        expires_in: float | None = None,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """Issue a token scoped to a container (or one webtask); `token` is in the answer only."""
+        body: dict[str, Any] = {"container": container}
+        if name is not None:
+            body["name"] = name
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        if description:
+            body["description"] = description
+        return _json_object(self._send("POST", f"{self.url}/api/tokens", body=body))
+
+    def list_tokens(self, container: str | None = None) -> list[dict[str, Any]]:
+        """Every token (without secrets), optionally of one container only."""
+        params = [("container", container)] if container else None
+        value = _json(self._send("GET", f"{self.url}/api/tokens", params=params))
+        if not isinstance(value, list):
+            raise ApiError(502, "bad_response", "wtpy answered the token list with something other than an array")
+        return value
+
+    def revoke_token(self, token_id: str) -> None:
+        self._send("DELETE", f"{self.url}/api/tokens/{_segment(token_id)}")
+
     # -- invocation ---------------------------------------------------------------------------
 
     def run(

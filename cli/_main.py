@@ -350,6 +350,7 @@ def cli() -> None:
 
 
 cli.add_lazy_command("logs", "wtpy.cli._logs:logs")  # real-time logs (issue 3)
+cli.add_lazy_command("token", "wtpy.cli._tokens:token")  # scoped management tokens (issue 5)
 cli.add_lazy_command("tokenserver", "wtpy.tokenserver:command")  # reference OAuth2 server (issue 4)
 
 

@@ -83,6 +83,12 @@ _DENIED_ATTRIBUTES: dict[str, frozenset[str]] = {
 for _name in sorted(_IMPORTABLE):
     importlib.import_module(_name)
 
+# C code of allowed modules imports these through the *calling frame's* `__import__`, i.e.
+# ours when a hook calls it: datetime.strptime and time.strptime import `_strptime`. A hook
+# cannot ask for them itself (imports are checked at compile time and `__import__` is not a
+# name it can reach), and the module goes back to that C code, not to the hook.
+_INTERNAL_IMPORTS = frozenset({"_strptime"})
+
 
 class ExtensibilityUserError(Exception):
     """Base class of the errors a hook raises (or passes to cb) on purpose."""
@@ -368,6 +374,8 @@ def _guarded_getitem(obj: Any, index: Any) -> Any:
 def _guarded_import(
     name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
 ) -> Any:
+    if level == 0 and name in _INTERNAL_IMPORTS:
+        return builtins.__import__(name)  # PyImport_Import passes fromlist ["__doc__"]
     if level != 0 or not isinstance(name, str) or not _importable(name):
         raise ImportError(f"import of module {name!r} is not allowed")
     module = builtins.__import__(name, None, None, fromlist, 0)

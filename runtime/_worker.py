@@ -470,7 +470,8 @@ def main() -> int:
     warnings.simplefilter("ignore")  # e.g. SyntaxWarnings while compiling a hook
     memory_mb = _memory_mb(os.environ)
     proto_in, proto_out = _private_stdio()
-    _preload()
+    if os.geteuid() == 0:
+        _preload()  # before _drop_privileges (the files may be root's only)
     _apply_rlimits(memory_mb)
     if _drop_privileges(os.environ):
         _lower(resource.RLIMIT_NPROC, 0)  # now it applies: no fork, no threads
