@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import sys
 import time
+from pathlib import Path
 
 import orjson
 
@@ -104,7 +105,7 @@ def _percentile(sorted_values: list[int], fraction: float) -> float:
 
 
 async def _main(args: argparse.Namespace) -> dict[str, float | int]:
-    body = open(args.body_file, "rb").read() if args.body_file else b""
+    body = Path(args.body_file).read_bytes() if args.body_file else b""
     lines = [
         f"POST {args.path} HTTP/1.1",
         f"Host: {args.host}:{args.port}",

@@ -211,6 +211,22 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def cpu_seconds(pid: int, reaped_children: bool = False) -> float:
+    """utime + stime of one process in seconds (0 when it is gone); with
+    `reaped_children`, the CPU time of its children that have exited and were waited for."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        first = 13 if reaped_children else 11  # cutime, cstime / utime, stime
+        return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def cpu_split(server: Server) -> tuple[float, float]:
+    """(server process, its workers: live ones plus replaced ones) CPU seconds so far."""
+    workers = sum(cpu_seconds(pid) for pid in children(server.pid))
+    return cpu_seconds(server.pid), workers + cpu_seconds(server.pid, reaped_children=True)
+
+
 def memory(server: Server) -> dict[str, Any]:
     workers = [rss_kib(pid) for pid in children(server.pid)]
     return {"server_kib": rss_kib(server.pid), "workers_kib": workers}
@@ -309,12 +325,19 @@ def throughput(
     for concurrency in levels:
         row: dict[str, Any] = {"concurrency": concurrency}
         for server in (floor, wtpy):
+            before = cpu_split(server)
             result = gen.run(server.port, path, concurrency, duration, warmup)
+            after = cpu_split(server)
+            # CPU per request over warm-up + measurement (wrk reports only the latter's count).
+            total = result["requests"] * (duration + warmup) / duration
+            result["server_cpu_us"] = (after[0] - before[0]) / total * 1e6
+            result["workers_cpu_us"] = (after[1] - before[1]) / total * 1e6
             row[server.name] = result
             print(
                 f"  c={concurrency:<3} {server.name:<5} {result['rps']:>8.0f} req/s  "
                 f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
-                f"errors {result['errors']}",
+                f"errors {result['errors']}  CPU/req: server {result['server_cpu_us']:.0f} us"
+                + (f", workers {result['workers_cpu_us']:.0f} us" if server is wtpy else ""),
                 flush=True,
             )
         rows.append(row)

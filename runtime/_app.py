@@ -60,7 +60,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
             await runtime.close()
 
     app = Starlette(
-        routes=[Route("/healthz", health), *_api.routes, *_invoke.routes, *_logs.routes],
+        # The invocation routes come first: Starlette tries routes in order, and they are
+        # the hot path (the prefixes do not overlap, so the order changes nothing else).
+        routes=[*_invoke.routes, Route("/healthz", health), *_api.routes, *_logs.routes],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )

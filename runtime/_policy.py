@@ -20,6 +20,7 @@ starting with `_`, no frame/code introspection attributes, no `str.format`):
 
 from __future__ import annotations
 
+import abc
 import ast
 import builtins
 import collections
@@ -296,34 +297,44 @@ class HookLog:
 _MAX_PRINTED = 1024 * 1024
 
 
-def _print_factory(sink: LogSink, getattr_: Callable[..., Any]) -> Callable[..., Any]:
-    class PrintCollector:
-        """RestrictedPython's `_print_`: one instance per scope; each print() is a log line."""
+class _PrintCollector:
+    """RestrictedPython's `_print_`: one instance per scope; each print() is a log line.
 
-        def __init__(self, _getattr_: Any = None) -> None:
-            self.txt: list[str] = []  # for RestrictedPython's `printed` name
-            self.size = 0
+    One class for every invocation (defining a class per call costs more than the rest of
+    make_globals): the hook never reaches it, `_print` being a name it cannot write."""
 
-        def write(self, text: str) -> None:
-            if self.size < _MAX_PRINTED:  # a print loop must not grow this without bound
-                self.txt.append(text)
-                self.size += len(text)
+    __slots__ = ("txt", "size", "_sink")
 
-        def __call__(self) -> str:  # the `printed` name
-            return "".join(self.txt)
+    def __init__(self, sink: LogSink) -> None:
+        self.txt: list[str] = []  # for RestrictedPython's `printed` name
+        self.size = 0
+        self._sink = sink
 
-        def _call_print(self, *objects: Any, sep: Any = " ", end: Any = "\n", file: Any = None,
-                        flush: bool = False) -> None:  # fmt: skip
-            sep = " " if sep is None else _text(sep)
-            end = "\n" if end is None else _text(end)
-            text = sep.join(map(_text, objects))
-            if file is not None:  # a hook object with a write method; never a real file
-                getattr_(file, "write")(text + end)
-                return
-            self.write(text + end)
-            sink.emit("info", text)
+    def write(self, text: str) -> None:
+        if self.size < _MAX_PRINTED:  # a print loop must not grow this without bound
+            self.txt.append(text)
+            self.size += len(text)
 
-    return PrintCollector
+    def __call__(self) -> str:  # the `printed` name
+        return "".join(self.txt)
+
+    def _call_print(self, *objects: Any, sep: Any = " ", end: Any = "\n", file: Any = None,
+                    flush: bool = False) -> None:  # fmt: skip
+        sep = " " if sep is None else _text(sep)
+        end = "\n" if end is None else _text(end)
+        text = sep.join(map(_text, objects))
+        if file is not None:  # a hook object with a write method; never a real file
+            guarded_getattr(file, "write")(text + end)
+            return
+        self.write(text + end)
+        self._sink.emit("info", text)
+
+
+def _print_factory(sink: LogSink) -> Callable[..., Any]:
+    def collector(_getattr_: Any = None) -> _PrintCollector:
+        return _PrintCollector(sink)
+
+    return collector
 
 
 # ----------------------------------------------------------------------------- guards
@@ -342,6 +353,10 @@ def guarded_getattr(obj: Any, name: str, default: Any = _RAISE) -> Any:
     of None would silently turn typos into None)."""
     if isinstance(obj, ModuleType) and name in _DENIED_ATTRIBUTES.get(obj.__name__, ()):
         raise AttributeError(f"{obj.__name__}.{name} is not available to hooks")
+    if name == "register" and isinstance(obj, abc.ABCMeta):
+        # collections.abc.Mapping.register(list) would change isinstance() for every later
+        # invocation in this worker, other webtasks' included.
+        raise AttributeError(f"{obj.__name__}.register is not available to hooks")
     if name in ("format", "format_map") and (
         isinstance(obj, collections.UserString)
         or (isinstance(obj, type) and issubclass(obj, collections.UserString))
@@ -414,6 +429,14 @@ _EXTRA_BUILTINS = (
 )  # fmt: skip
 
 
+# The builtins every invocation starts from (copied per call, then the per-call guards added).
+_BASE_BUILTINS: dict[str, Any] = {
+    **safe_builtins,
+    **{name: getattr(builtins, name) for name in _EXTRA_BUILTINS},
+}
+_BASE_BUILTINS.pop("_getattr_", None)
+
+
 def make_globals(sink: LogSink) -> dict[str, Any]:
     """Fresh restricted globals for one invocation (nothing is shared between two calls
     except immutable builtins and the allowed modules, which hooks cannot write to)."""
@@ -441,8 +464,7 @@ def make_globals(sink: LogSink) -> dict[str, Any]:
             raise AttributeError(f"delattr of {name!r} is not allowed")
         delattr(write_guard(obj), name)
 
-    restricted_builtins = dict(safe_builtins)
-    restricted_builtins.update({name: getattr(builtins, name) for name in _EXTRA_BUILTINS})
+    restricted_builtins = dict(_BASE_BUILTINS)
     restricted_builtins.update(
         {
             "__build_class__": build_class,
@@ -453,7 +475,6 @@ def make_globals(sink: LogSink) -> dict[str, Any]:
             "delattr": guarded_delattr,
         }
     )
-    restricted_builtins.pop("_getattr_", None)
     namespace: dict[str, Any] = {
         "__builtins__": restricted_builtins,
         "__name__": "webtask",
@@ -466,7 +487,7 @@ def make_globals(sink: LogSink) -> dict[str, Any]:
         "_write_": write_guard,
         "_inplacevar_": _inplacevar,
         "_apply_": _apply,
-        "_print_": _print_factory(sink, guarded_getattr),
+        "_print_": _print_factory(sink),
         "log": HookLog(sink),
     }
     namespace.update(_ERROR_CLASSES)

@@ -34,7 +34,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._protocol import MAX_FRAME_BYTES, FrameError, decode, encode, read_frame
+from ._protocol import MAX_FRAME_BYTES, FrameError, decode, encode
 
 __all__ = ["JobResult", "PoolClosedError", "WorkerPool", "WorkerStartError"]
 
@@ -49,9 +49,6 @@ KILLED_ERROR: dict[str, Any] = {
     "(memory or CPU limit exceeded, or it crashed)",
 }
 
-# StreamReader buffer for worker stdout: replies up to this size arrive without the
-# transport pausing/resuming reads (readexactly works for any size regardless).
-_READ_LIMIT = 4 * 1024 * 1024
 _REAP_TIMEOUT = 5.0
 
 EventCallback = Callable[[str, dict[str, Any]], None]
@@ -79,61 +76,144 @@ class _ProtocolViolation(Exception):
     """The worker sent a well-formed frame that makes no sense here."""
 
 
-class _Worker:
-    __slots__ = ("proc", "pid", "reader", "writer", "keys", "jobs", "max_jobs", "_pending")
+class _Proc(asyncio.SubprocessProtocol):
+    """One worker process. Its stdout is cut into frames right in the pipe callback (no
+    StreamReader, no task switch per read); its stdin is the pipe transport itself."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None and proc.stdin is not None
+    def __init__(self) -> None:
+        self.transport: asyncio.SubprocessTransport | None = None
+        self.stdin: asyncio.WriteTransport | None = None
+        self.pid = 0
+        self.eof = False  # stdout closed, or the stream broke (frames before it stay readable)
+        self._buffer = bytearray()
+        self._frames: deque[dict[str, Any] | FrameError] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # -- protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's process transport implements the interface without subclassing it.
+        self.transport = transport  # type: ignore[assignment]
+        self.pid = transport.get_pid()
+        self.stdin = transport.get_pipe_transport(0)  # type: ignore[assignment]
+
+    def pipe_data_received(self, fd: int, data: bytes | bytearray) -> None:
+        if fd != 1 or self.eof:
+            return
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= 4:
+            length = int.from_bytes(buffer[:4], "big")
+            if length > MAX_FRAME_BYTES:
+                self._break(FrameError(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}"))
+                break
+            end = 4 + length
+            if len(buffer) < end:
+                break
+            payload = bytes(buffer[4:end])
+            del buffer[:end]
+            try:
+                self._frames.append(decode(payload))
+            except FrameError as exc:
+                self._break(exc)
+                break
+        self._wake()
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self.eof = True
+            self._wake()
+
+    def process_exited(self) -> None:
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+    # -- used by the pool
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.transport is None else self.transport.get_returncode()
+
+    def alive(self) -> bool:
+        return self.returncode is None and not self.eof
+
+    def write(self, data: bytes) -> None:
+        assert self.stdin is not None
+        self.stdin.write(data)
+
+    async def read(self) -> dict[str, Any]:
+        """The next frame. Safe to cancel and call again: nothing is lost."""
+        frames = self._frames
+        while not frames:
+            if self.eof:
+                raise FrameError("peer closed the stream")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = frames.popleft()
+        if isinstance(item, FrameError):
+            raise item
+        return item
+
+    async def wait(self) -> None:
+        await asyncio.shield(self._exited)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _break(self, error: FrameError) -> None:
+        self._frames.append(error)
+        self.eof = True
+        self._buffer.clear()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _Worker:
+    __slots__ = ("proc", "pid", "keys", "jobs", "max_jobs")
+
+    def __init__(self, proc: _Proc) -> None:
         self.proc = proc
         self.pid = proc.pid
-        self.reader = proc.stdout
-        self.writer = proc.stdin
         self.keys: set[str] = set()  # code keys this worker has been sent
         self.jobs = 0
         self.max_jobs = 0  # set by the pool
-        self._pending = -1  # payload length whose header was consumed, -1 when none
 
     def alive(self) -> bool:
-        return self.proc.returncode is None and not self.reader.at_eof()
+        return self.proc.alive()
 
-    async def read(self) -> dict[str, Any]:
-        """Read one frame. Safe to cancel and call again: a header already consumed is kept."""
-        reader = self.reader
-        try:
-            if self._pending < 0:
-                length = int.from_bytes(await reader.readexactly(4), "big")
-                if length > MAX_FRAME_BYTES:
-                    raise FrameError(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}")
-                self._pending = length
-            payload = await reader.readexactly(self._pending)
-        except asyncio.IncompleteReadError:
-            raise FrameError("peer closed the stream") from None
-        self._pending = -1
-        return decode(payload)
+    def read(self) -> Coroutine[Any, Any, dict[str, Any]]:
+        """Read one frame (cancel-safe)."""
+        return self.proc.read()
 
 
-def _kill(proc: asyncio.subprocess.Process) -> None:
+def _kill(proc: _Proc) -> None:
     """SIGKILL the worker's process group (it leads its own session), not yet reaped."""
-    if proc.returncode is not None:
+    if proc.returncode is not None or proc.transport is None:
         return
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+            proc.transport.kill()
 
 
-async def _reap(proc: asyncio.subprocess.Process) -> None:
+async def _reap(proc: _Proc) -> None:
     """Wait for a killed worker to exit, then close our ends of its pipes."""
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), _REAP_TIMEOUT)
     finally:
-        # asyncio leaves the transport of an exited process open until it is closed
-        # (a ResourceWarning at GC); Process has no public close().
-        transport = getattr(proc, "_transport", None)
-        if transport is not None:
-            transport.close()
+        # The transport of an exited process stays open until it is closed (a
+        # ResourceWarning at GC).
+        proc.close()
 
 
 class WorkerPool:
@@ -177,8 +257,8 @@ class WorkerPool:
         self._idle: deque[_Worker] = deque()
         self._waiters: deque[asyncio.Future[_Worker | None]] = deque()
         self._workers: dict[int, _Worker] = {}  # ready workers (idle or busy) by pid
-        self._starting: set[asyncio.subprocess.Process] = set()
-        self._dying: set[asyncio.subprocess.Process] = set()  # killed, not yet reaped
+        self._starting: set[_Proc] = set()
+        self._dying: set[_Proc] = set()  # killed, not yet reaped
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._closed = False
@@ -284,13 +364,13 @@ class WorkerPool:
         worker.keys.add(key)
         try:
             async with asyncio.timeout_at(deadline):
-                worker.writer.write(frame)
+                worker.proc.write(frame)
                 reply = await worker.read()
                 if reply.get("need_code") is True and reply.get("id") == job_id:
                     if message["code"] is not None:
                         raise _ProtocolViolation("need_code although code was sent")
                     message["code"] = code
-                    worker.writer.write(encode(message))
+                    worker.proc.write(encode(message))
                     reply = await worker.read()
         except TimeoutError:
             duration = (time.perf_counter() - started) * 1000.0
@@ -415,7 +495,7 @@ class WorkerPool:
         self._dying.add(worker.proc)
         self._background(self._replace(worker.proc))
 
-    async def _replace(self, proc: asyncio.subprocess.Process) -> None:
+    async def _replace(self, proc: _Proc) -> None:
         try:
             await _reap(proc)  # at most `size` worker processes exist at any time
         finally:
@@ -451,7 +531,8 @@ class WorkerPool:
         return None
 
     async def _spawn(self) -> _Worker:
-        proc = await asyncio.create_subprocess_exec(
+        _, proc = await asyncio.get_running_loop().subprocess_exec(
+            _Proc,
             *self._argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -459,13 +540,11 @@ class WorkerPool:
             env=self._env,
             cwd="/",
             start_new_session=True,  # no terminal signals; killpg reaches anything it started
-            limit=_READ_LIMIT,
         )
         self._starting.add(proc)
         try:
-            assert proc.stdout is not None
             async with asyncio.timeout(self._start_timeout):
-                hello = await read_frame(proc.stdout)
+                hello = await proc.read()
             if hello.get("ready") is not True:
                 raise FrameError(f"unexpected first frame from worker: {str(hello)[:200]}")
         except BaseException:

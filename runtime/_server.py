@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import uvicorn
 
 from ._app import create_app
+from ._httpproto import http_protocol
 from ._settings import Settings
 
 __all__ = ["serve"]
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def serve(
@@ -30,8 +36,12 @@ def serve(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        loop="auto",
-        http="auto",
+        # uvloop and httptools (both in uvicorn[standard]) explicitly: "auto" silently falls
+        # back to asyncio / h11, several times slower, when one fails to import.
+        loop="uvloop" if _importable("uvloop") else "asyncio",
+        # httptools with wtpy's cap on the request head (431 above it; see _httpproto.py).
+        http=http_protocol(settings.max_header_bytes) if _importable("httptools") else "h11",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         # Access logs would record query strings (which may carry keys); wtpy logs its own records.
         access_log=False,
         log_level="info",

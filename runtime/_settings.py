@@ -34,6 +34,8 @@ class Settings:
     max_timeout: float = 120.0
     # Invocation request bodies above this are refused with 413.
     max_body_bytes: int = 1024 * 1024
+    # Request line plus headers above this are refused (431; see _httpproto.py).
+    max_header_bytes: int = 64 * 1024
     # Base URL used in `url` fields; None means "as the client reached us".
     public_url: str | None = None
     # Print the admin token when it is first created (off in tests).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import gc
 import inspect
 import math
 import os
@@ -22,7 +23,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import FrameType, TracebackType
+from types import FrameType, FunctionType, GeneratorType, TracebackType
 from typing import Any, BinaryIO
 
 import orjson
@@ -275,6 +276,57 @@ class _Callback:
             self._call_site = _frames_from_stack(sys._getframe(1))
 
 
+# How to call a hook, decided from its signature: (mode, names, count, callback slot).
+#   mode "names": keyword arguments `names`; "all": every value of `order` positionally;
+#   "kwargs": every name of `order` as a keyword; "prefix": the first `count` values;
+#   "opaque": no introspectable signature, every value positionally and no callback.
+#   callback slot: None, a keyword name (str), or a positional-only index (int).
+_Plan = tuple[str, tuple[str, ...], int, "str | int | None"]
+_OPAQUE: _Plan = ("opaque", (), 0, None)
+# Plans of plain functions by (code object, order): a hook module runs in fresh globals on
+# every invocation, so its function object is new each time but its code object is not,
+# and for a plain function the code alone fixes parameter names and kinds.
+_PLANS: dict[tuple[Any, tuple[str, ...]], _Plan] = {}
+_MAX_PLANS = 1024
+
+
+def _plan(fn: Callable[..., Any], order: list[str]) -> _Plan:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # no introspectable signature: pass everything
+        return _OPAQUE
+    kinds = inspect.Parameter
+    positional = [p for p in params if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
+    cb = positional[-1] if positional and positional[-1].name in CALLBACK_NAMES else None
+    named = [p for p in params if p is not cb and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)]
+    slot: str | int | None = None
+    if cb is not None:
+        # `def hook(a, b, cb, /)`: pad up to its slot
+        slot = positional.index(cb) if cb.kind == kinds.POSITIONAL_ONLY else cb.name
+    if named and all(p.name in order and p.kind != kinds.POSITIONAL_ONLY for p in named):
+        return "names", tuple(p.name for p in named), 0, slot
+    if any(p.kind == kinds.VAR_POSITIONAL for p in params):
+        return "all", (), 0, slot
+    if not named and any(p.kind == kinds.VAR_KEYWORD for p in params):  # hook(**kwargs)
+        return "kwargs", (), 0, slot
+    return "prefix", (), len(positional) - (cb is not None), slot
+
+
+def _cached_plan(fn: Callable[..., Any], order: list[str]) -> _Plan:
+    # Only plain functions without attributes: `__wrapped__` / `__signature__` (which
+    # inspect.signature follows) would live in the function's __dict__.
+    if type(fn) is not FunctionType or fn.__dict__:
+        return _plan(fn, order)
+    key = (fn.__code__, tuple(order))
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _plan(fn, order)
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
 def _bind(
     fn: Callable[..., Any], args: Mapping[str, Any], order: list[str], callback: _Callback
 ) -> tuple[list[Any], dict[str, Any], bool]:
@@ -282,31 +334,23 @@ def _bind(
 
     By name when every non-callback parameter is one of `order` (so the 5-parameter
     password-exchange form works), else positionally in `order`, as many as it takes."""
-    values = [args.get(name) for name in order]
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):  # no introspectable signature: pass everything
-        return values, {}, False
-    kinds = inspect.Parameter
-    positional = [p for p in params if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
-    cb = positional[-1] if positional and positional[-1].name in CALLBACK_NAMES else None
-    named = [p for p in params if p is not cb and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)]
-    if named and all(p.name in order and p.kind != kinds.POSITIONAL_ONLY for p in named):
-        pos: list[Any] = []
-        kw: dict[str, Any] = {p.name: args.get(p.name) for p in named}
-    elif any(p.kind == kinds.VAR_POSITIONAL for p in params):
-        pos, kw = values, {}
-    elif not named and any(p.kind == kinds.VAR_KEYWORD for p in params):  # hook(**kwargs)
+    mode, names, count, slot = _cached_plan(fn, order)
+    pos: list[Any]
+    kw: dict[str, Any]
+    if mode == "names":
+        pos, kw = [], {name: args.get(name) for name in names}
+    elif mode == "kwargs":
         pos, kw = [], {name: args.get(name) for name in order}
-    else:
-        pos, kw = values[: len(positional) - (cb is not None)], {}
-    if cb is None:
+    elif mode == "prefix":
+        pos, kw = [args.get(name) for name in order[:count]], {}
+    else:  # "all", "opaque"
+        pos, kw = [args.get(name) for name in order], {}
+    if slot is None:
         return pos, kw, False
-    if cb.kind == kinds.POSITIONAL_ONLY:  # `def hook(a, b, cb, /)`: pad up to its slot
-        index = positional.index(cb)
-        pos = (pos + [None] * index)[:index] + [callback]
+    if isinstance(slot, int):
+        pos = (pos + [None] * slot)[:slot] + [callback]
     else:
-        kw[cb.name] = callback
+        kw[slot] = callback
     return pos, kw, True
 
 
@@ -360,7 +404,9 @@ def _invoke(compiled: CompiledHook, job: _Job) -> tuple[dict[str, Any], bool]:
     """Run the hook once in fresh globals: (reply without id, saw MemoryError)."""
     sink = LogSink(job.max_log_lines, job.max_log_bytes)
     namespace = make_globals(sink)
-    random.seed()  # the `random` module's state is process-wide: no hook sees another's seed
+    # The `random` module's state is process-wide: no hook sees another's seed. 256 bits
+    # from the OS (random.seed() would read 2,496 bytes: twice the cost, no gain here).
+    random.seed(int.from_bytes(os.urandom(32), "big"))
     callback = _Callback(sink)
     callback_style = False
     failure: _Failure | None = None
@@ -400,6 +446,7 @@ def _invoke(compiled: CompiledHook, job: _Job) -> tuple[dict[str, Any], bool]:
         # Hook functions and the globals dict reference each other: break the cycle now
         # rather than leave the hook's data for the garbage collector.
         namespace.clear()
+        _finalize_leftovers()
     if failure is not None:
         error = failure.envelope(job.filename, compiled.lines)
         return {"ok": False, "error": error, "logs": sink.entries}, memory_error
@@ -407,6 +454,24 @@ def _invoke(compiled: CompiledHook, job: _Job) -> tuple[dict[str, Any], bool]:
     if payload is not None:
         reply["result"] = orjson.Fragment(payload)
     return reply, memory_error
+
+
+def _finalize_leftovers() -> None:
+    """Run whatever hook code is still pending now, inside this invocation's budget.
+
+    The only hook code that can run after the hook returned is a suspended generator's
+    `finally`/`with` exit, run when the generator is finalized (RestrictedPython refuses
+    `__del__`). Left to the garbage collector, or parked in a stdlib cache (a str subclass
+    instance used as a regex pattern keeps its attributes alive in `re`'s cache), it
+    would run in the middle of a later invocation of another webtask: a hook could loop
+    there and get another tenant's invocation killed. So: collect this invocation's
+    garbage, then close the hook's generators that are still alive. Cheap because the
+    worker's start-up objects are frozen out of the collector (see main)."""
+    gc.collect()
+    for obj in gc.get_objects():
+        if type(obj) is GeneratorType and obj.gi_code.co_filename == HOOK_FILENAME:
+            with contextlib.suppress(BaseException):  # the hook's own error, after its answer
+                obj.close()
 
 
 class Worker:
@@ -476,6 +541,10 @@ def main() -> int:
     if _drop_privileges(os.environ):
         _lower(resource.RLIMIT_NPROC, 0)  # now it applies: no fork, no threads
     worker = Worker(memory_mb)
+    # Everything alive now is the worker's own and lives forever: take it out of the
+    # cyclic collector so the per-invocation collection (_finalize_leftovers) stays cheap.
+    gc.collect()
+    gc.freeze()
     try:
         write_frame_blocking(proto_out, {"ready": True, "pid": os.getpid()})
         while True:

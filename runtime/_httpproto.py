@@ -1,0 +1,99 @@
+"""A cap on the size of a request's head (request line + headers) for uvicorn.
+
+uvicorn's httptools protocol has no such limit: a client could send a header of hundreds of
+megabytes, which httptools accumulates by repeated concatenation (memory grows without bound,
+and the event loop, busy copying, stops serving everyone else). wtpy serves with a subclass
+that counts the bytes received while a request's head is incomplete and, past the limit,
+answers 431 Request Header Fields Too Large and closes the connection. The h11 protocol (used
+when httptools is not installed) gets the same limit through `h11_max_incomplete_event_size`
+(it answers 400).
+
+The count may overshoot the limit by at most two socket reads (the read that completed the
+previous request's head is not counted), so memory per connection stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+
+__all__ = ["DEFAULT_MAX_HEADER_BYTES", "http_protocol"]
+
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+# After the 431, read and drop what the client still sends for this long before closing:
+# closing with unread data makes the kernel send RST, which can destroy the 431 in flight.
+LINGER_SECONDS = 2.0
+
+logger = logging.getLogger("wtpy")
+
+
+def _response_431(limit: int) -> bytes:
+    body = orjson.dumps(
+        {
+            "error": "request_header_fields_too_large",
+            "message": f"The request line and headers exceed {limit} bytes",
+        }
+    )
+    return (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        b"content-type: application/json\r\n"
+        b"content-length: " + str(len(body)).encode("ascii") + b"\r\n"
+        b"connection: close\r\n\r\n" + body
+    )
+
+
+def http_protocol(max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> type[asyncio.Protocol] | str:
+    """The `http=` argument for uvicorn: httptools with a head-size cap, or "h11"."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # httptools not installed: h11 enforces h11_max_incomplete_event_size
+        return "h11"
+    limit = max(1024, int(max_header_bytes))
+    too_large = _response_431(limit)
+
+    class LimitedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._wtpy_in_head = True  # before the first request: its head is coming
+            self._wtpy_head_bytes = 0
+            self._wtpy_heads = 0  # requests whose head was complete
+            self._wtpy_discarding = False
+
+        def on_message_begin(self) -> None:
+            self._wtpy_in_head = True
+            super().on_message_begin()
+
+        def on_headers_complete(self) -> None:
+            self._wtpy_in_head = False
+            self._wtpy_head_bytes = 0
+            self._wtpy_heads += 1
+            super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            if self._wtpy_discarding:
+                return
+            heads = self._wtpy_heads
+            super().data_received(data)
+            if heads != self._wtpy_heads or not self._wtpy_in_head:
+                return  # a head was completed in this read (or we are in a body)
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                return
+            self._wtpy_head_bytes += len(data)
+            if self._wtpy_head_bytes <= limit:
+                return
+            logger.warning("refused a request whose head exceeds %d bytes (431)", limit)
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                transport.close()  # a pipelined earlier response is still being written
+                return
+            transport.write(too_large)
+            self._wtpy_discarding = True
+            if transport.can_write_eof():
+                transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, transport.close)
+
+    return LimitedHttpToolsProtocol
