@@ -8,8 +8,9 @@ answers 431 Request Header Fields Too Large and closes the connection. The h11 p
 when httptools is not installed) gets the same limit through `h11_max_incomplete_event_size`
 (it answers 400).
 
-The count may overshoot the limit by at most two socket reads (the read that completed the
-previous request's head is not counted), so memory per connection stays bounded.
+The limit is exact for heads that arrive complete (URL and header bytes counted as httptools
+reports them); a header still arriving is bounded by counting the bytes read while a head is
+incomplete, which may overshoot by one socket read. Either way memory stays bounded.
 """
 
 from __future__ import annotations
@@ -58,40 +59,68 @@ def http_protocol(max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> type[asyn
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._wtpy_in_head = True  # before the first request: its head is coming
-            self._wtpy_head_bytes = 0
+            self._wtpy_read_bytes = 0  # reads while a head is incomplete (memory guard)
+            self._wtpy_head_bytes = 0  # URL and headers parsed so far (the exact limit)
             self._wtpy_heads = 0  # requests whose head was complete
-            self._wtpy_discarding = False
+            self._wtpy_refused = False
 
         def on_message_begin(self) -> None:
             self._wtpy_in_head = True
+            self._wtpy_head_bytes = 0
             super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            self._wtpy_count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._wtpy_count(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def _wtpy_count(self, size: int) -> None:
+            self._wtpy_head_bytes += size
+            if self._wtpy_head_bytes > limit:
+                self._wtpy_refused = True
+                # Aborts parsing: httptools raises HttpParserCallbackError, uvicorn answers
+                # with send_400_response, which answers 431 for us (below).
+                raise ValueError("request head too large")
 
         def on_headers_complete(self) -> None:
             self._wtpy_in_head = False
-            self._wtpy_head_bytes = 0
+            self._wtpy_read_bytes = 0
             self._wtpy_heads += 1
             super().on_headers_complete()
 
+        def send_400_response(self, msg: str) -> None:
+            if self._wtpy_refused:
+                self._wtpy_refuse()
+            else:
+                super().send_400_response(msg)
+
         def data_received(self, data: bytes) -> None:
-            if self._wtpy_discarding:
-                return
+            if self._wtpy_refused:
+                return  # read and dropped until we hang up
             heads = self._wtpy_heads
             super().data_received(data)
-            if heads != self._wtpy_heads or not self._wtpy_in_head:
+            if self._wtpy_refused or heads != self._wtpy_heads or not self._wtpy_in_head:
                 return  # a head was completed in this read (or we are in a body)
             transport = self.transport
             if transport is None or transport.is_closing():
                 return
-            self._wtpy_head_bytes += len(data)
-            if self._wtpy_head_bytes <= limit:
-                return
+            # One header still arriving: httptools only reports it once complete.
+            self._wtpy_read_bytes += len(data)
+            if self._wtpy_read_bytes > limit:
+                self._wtpy_refused = True
+                self._wtpy_refuse()
+
+        def _wtpy_refuse(self) -> None:
             logger.warning("refused a request whose head exceeds %d bytes (431)", limit)
+            transport = self.transport
             cycle = self.cycle
             if cycle is not None and not cycle.response_complete:
                 transport.close()  # a pipelined earlier response is still being written
                 return
             transport.write(too_large)
-            self._wtpy_discarding = True
             if transport.can_write_eof():
                 transport.write_eof()
             self.loop.call_later(LINGER_SECONDS, transport.close)

@@ -21,6 +21,7 @@ from ._store import Webtask
 __all__ = ["routes"]
 
 logger = logging.getLogger("wtpy.invoke")
+TOO_DEEP = "Request payload is nested too deeply to pass to the extensibility point"
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -91,14 +92,22 @@ async def run_webtask(request: Request) -> Response:
         _log_refusal(runtime, webtask, request_id, started, envelope_error(prepared))
         return Response(prepared, media_type=JSON, headers=headers)
 
-    outcome = await runtime.pool.run(
-        key=webtask.code_hash,
-        code=webtask.code,
-        filename=f"<webtask {container}/{name}>",
-        args=prepared.args,
-        order=list(prepared.order),
-        timeout=_timeout(webtask.meta, runtime),
-    )
+    try:
+        outcome = await runtime.pool.run(
+            key=webtask.code_hash,
+            code=webtask.code,
+            filename=f"<webtask {container}/{name}>",
+            args=prepared.args,
+            order=list(prepared.order),
+            timeout=_timeout(webtask.meta, runtime),
+        )
+    except TypeError:
+        # The arguments would not encode for the worker. They come from orjson.loads, so the
+        # one way is nesting: orjson reads 1024 levels but writes about 254. Without this a
+        # client could answer itself a 500 (and a traceback in the server log) at will.
+        envelope = compiler.failure({"name": "Error", "message": TOO_DEEP, "stack": f"Error: {TOO_DEEP}"})
+        _log_refusal(runtime, webtask, request_id, started, TOO_DEEP)
+        return Response(envelope, media_type=JSON, headers=headers)
     if outcome.outcome == "success":
         envelope = compiler.success(outcome.result, outcome.has_result)
     else:

@@ -41,7 +41,11 @@ class Runtime:
         self.settings = settings
         self.admin_token = ""
         self.admin_token_created = False
-        self.pool = WorkerPool(settings.workers, memory_mb=settings.worker_memory_mb)
+        self.pool = WorkerPool(
+            settings.workers,
+            memory_mb=settings.worker_memory_mb,
+            max_jobs_per_worker=settings.worker_max_jobs,
+        )
         # Real-time logs (history ring buffer + SSE followers); optional settings fields.
         self.logs = LogHub(
             getattr(settings, "log_history", 10_000),

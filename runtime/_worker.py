@@ -12,6 +12,7 @@ import codecs
 import contextlib
 import gc
 import inspect
+import itertools
 import math
 import os
 import random
@@ -82,9 +83,40 @@ def _lower(limit: int, value: int) -> None:
     resource.setrlimit(limit, (value, value))
 
 
+# orjson reserves address space many times the size of its output (hundreds of bytes per
+# list element) and crashes (SIGSEGV) when RLIMIT_AS refuses the reservation. The hard
+# limit leaves this much room above the soft one, and _serialize lifts the soft limit to
+# the hard one while orjson runs (no hook code runs meanwhile). The room is address space,
+# not memory: what orjson touches is about the size of its output, which _serialize bounds.
+SERIALIZE_HEADROOM = 8 * 1024 * 1024 * 1024
+
+
+def _limit_address_space(memory_mb: int) -> None:
+    """Soft RLIMIT_AS = the worker's memory; hard = that plus SERIALIZE_HEADROOM."""
+    soft = memory_mb * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    wanted = soft + SERIALIZE_HEADROOM
+    if hard != resource.RLIM_INFINITY:
+        soft, wanted = min(soft, hard), min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, wanted))
+
+
+@contextlib.contextmanager
+def _serialization_room() -> Any:
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == hard:
+        yield
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def _apply_rlimits(memory_mb: int) -> None:
     if memory_mb > 0:
-        _lower(resource.RLIMIT_AS, memory_mb * 1024 * 1024)
+        _limit_address_space(memory_mb)
     _lower(resource.RLIMIT_FSIZE, 0)  # no file writes
     _lower(resource.RLIMIT_CORE, 0)
     if os.getuid() != 0:  # root ignores RLIMIT_NPROC: set again after _drop_privileges
@@ -147,10 +179,16 @@ def _drop_privileges(env: Mapping[str, str]) -> bool:
     return True
 
 
+# (soft, hard) RLIMIT_CPU as _set_cpu_budget last set it: only this process changes it, so
+# consecutive invocations (whose whole-second budget is usually the same) skip two syscalls.
+_cpu_limit: tuple[int, int] | None = None
+
+
 def _set_cpu_budget(seconds: float | None) -> None:
     """Soft RLIMIT_CPU = CPU used so far + this invocation's budget: a runaway hook gets
     SIGXCPU (default action: terminate) and the pool replaces the worker."""
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    global _cpu_limit
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1] if _cpu_limit is None else _cpu_limit[1]
     if seconds is None:
         soft = hard
     else:
@@ -159,7 +197,9 @@ def _set_cpu_budget(seconds: float | None) -> None:
         soft = max(math.ceil(used + seconds), math.floor(used) + 1)
         if hard != resource.RLIM_INFINITY:
             soft = min(soft, hard)
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    if _cpu_limit != (soft, hard):
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+        _cpu_limit = (soft, hard)
 
 
 def _peak_rss_bytes() -> int:
@@ -354,9 +394,48 @@ def _bind(
     return pos, kw, True
 
 
+_MAX_WALK_DEPTH = 256  # orjson refuses deeper nesting itself
+
+
+def _json_surely_longer(value: Any, limit: int) -> bool:
+    """True when the JSON text of `value` is certainly longer than `limit` bytes.
+
+    A lower bound (a str counts its length plus quotes, an int its digits, other leaves one
+    byte, containers their brackets and separators), computed without running hook code
+    (dict.items, not a subclass's `items`), so that hopeless results never reach orjson."""
+    total = 0
+    stack: list[Any] = [iter((value,))]
+    while stack:
+        for item in stack[-1]:
+            child: Any = None
+            if isinstance(item, str):
+                total += len(item) + 2
+            elif isinstance(item, dict):
+                total += 1 + len(item)
+                child = itertools.chain.from_iterable(dict.items(item))
+            elif isinstance(item, list | tuple):
+                total += 1 + len(item)
+                child = iter(item)
+            elif isinstance(item, int) and not isinstance(item, bool):
+                total += item.bit_length() * 3 // 10 + 1
+            else:
+                total += 1
+            if total > limit:
+                return True
+            if child is not None and len(stack) < _MAX_WALK_DEPTH:
+                stack.append(child)
+                break  # walk the container, then come back to this level
+        else:
+            stack.pop()
+    return False
+
+
 def _serialize(value: Any) -> bytes | _Failure:
+    if _json_surely_longer(value, MAX_RESULT_BYTES):
+        return _Failure("Error", SERIALIZE_ERROR, [], cause=f"the result exceeds {MAX_RESULT_BYTES} bytes")
     try:
-        payload = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        with _serialization_room():
+            payload = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     except orjson.JSONEncodeError as exc:
         # The message is fixed by the wire contract; the stack says why.
         return _Failure("Error", SERIALIZE_ERROR, [], cause=f"TypeError: {exc}")
@@ -554,7 +633,9 @@ def main() -> int:
                 return 2  # the stream is out of sync: nothing sensible left to do
             if frame is None:
                 return 0  # the pool closed our stdin
-            write_frame_blocking(proto_out, worker.handle(frame))
+            reply = worker.handle(frame)
+            with _serialization_room():  # encoding a big result reserves a lot (see above)
+                write_frame_blocking(proto_out, reply)
     except BrokenPipeError:
         return 0
 
