@@ -25,6 +25,7 @@ import http.client
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -227,6 +228,19 @@ def cpu_split(server: Server) -> tuple[float, float]:
     return cpu_seconds(server.pid), workers + cpu_seconds(server.pid, reaped_children=True)
 
 
+def busy_seconds() -> float:
+    """CPU seconds all processes spent (user + nice + system in /proc/stat; interrupt and
+    softirq time, much of it our own loopback traffic, belongs to no process)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (fields[0] + fields[1] + fields[2]) / os.sysconf("SC_CLK_TCK")
+
+
+def loadgen_seconds() -> float:
+    """CPU seconds of this script's finished children (wrk / loadgen.py runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def memory(server: Server) -> dict[str, Any]:
     workers = [rss_kib(pid) for pid in children(server.pid)]
     return {"server_kib": rss_kib(server.pid), "workers_kib": workers}
@@ -325,9 +339,14 @@ def throughput(
     for concurrency in levels:
         row: dict[str, Any] = {"concurrency": concurrency}
         for server in (floor, wtpy):
-            before = cpu_split(server)
+            before, busy, gen_cpu, started = cpu_split(server), busy_seconds(), loadgen_seconds(), time.monotonic()
             result = gen.run(server.port, path, concurrency, duration, warmup)
             after = cpu_split(server)
+            # CPU the machine spent on anything but this server and the load generator
+            # (other jobs skew the figures: the run says so).
+            ours = sum(after) - sum(before) + loadgen_seconds() - gen_cpu
+            other = busy_seconds() - busy - ours
+            result["other_load_pct"] = max(0.0, other / ((time.monotonic() - started) * (os.cpu_count() or 1)) * 100)
             # CPU per request over warm-up + measurement (wrk reports only the latter's count).
             total = result["requests"] * (duration + warmup) / duration
             result["server_cpu_us"] = (after[0] - before[0]) / total * 1e6
@@ -337,7 +356,9 @@ def throughput(
                 f"  c={concurrency:<3} {server.name:<5} {result['rps']:>8.0f} req/s  "
                 f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
                 f"errors {result['errors']}  CPU/req: server {result['server_cpu_us']:.0f} us"
-                + (f", workers {result['workers_cpu_us']:.0f} us" if server is wtpy else ""),
+                + (f", workers {result['workers_cpu_us']:.0f} us" if server is wtpy else "")
+                + (f"  [other load {result['other_load_pct']:.0f}% of the CPUs: figures skewed]"
+                   if result["other_load_pct"] > 5 else ""),
                 flush=True,
             )
         rows.append(row)

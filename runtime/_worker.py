@@ -522,10 +522,12 @@ def _invoke(compiled: CompiledHook, job: _Job) -> tuple[dict[str, Any], bool]:
         memory_error = memory_error or isinstance(exc, MemoryError)
         failure = _Failure(type(exc).__name__, _safe_str(exc), [])
     finally:
+        # Pending `finally` blocks first, while their globals (`log`...) still exist.
+        if not _finalize_leftovers():
+            memory_error = True  # not clean: ask to be replaced (the flag means "recycle")
         # Hook functions and the globals dict reference each other: break the cycle now
         # rather than leave the hook's data for the garbage collector.
         namespace.clear()
-        _finalize_leftovers()
     if failure is not None:
         error = failure.envelope(job.filename, compiled.lines)
         return {"ok": False, "error": error, "logs": sink.entries}, memory_error
@@ -535,7 +537,10 @@ def _invoke(compiled: CompiledHook, job: _Job) -> tuple[dict[str, Any], bool]:
     return reply, memory_error
 
 
-def _finalize_leftovers() -> None:
+_FINALIZE_ROUNDS = 8
+
+
+def _finalize_leftovers() -> bool:
     """Run whatever hook code is still pending now, inside this invocation's budget.
 
     The only hook code that can run after the hook returned is a suspended generator's
@@ -544,13 +549,24 @@ def _finalize_leftovers() -> None:
     instance used as a regex pattern keeps its attributes alive in `re`'s cache), it
     would run in the middle of a later invocation of another webtask: a hook could loop
     there and get another tenant's invocation killed. So: collect this invocation's
-    garbage, then close the hook's generators that are still alive. Cheap because the
-    worker's start-up objects are frozen out of the collector (see main)."""
-    gc.collect()
-    for obj in gc.get_objects():
-        if type(obj) is GeneratorType and obj.gi_code.co_filename == HOOK_FILENAME:
+    garbage, then close the hook's suspended generators that are still alive, until none
+    is left (a `finally` may start new ones, or yield again). False when some are still
+    pending after a few rounds: the worker then asks to be replaced, and they die with it.
+    Cheap because the worker's start-up objects are frozen out of the collector (see main)."""
+    for _ in range(_FINALIZE_ROUNDS):
+        gc.collect()
+        pending = [
+            obj
+            for obj in gc.get_objects()
+            if type(obj) is GeneratorType and obj.gi_suspended and obj.gi_code.co_filename == HOOK_FILENAME
+        ]
+        if not pending:
+            return True
+        for generator in pending:
             with contextlib.suppress(BaseException):  # the hook's own error, after its answer
-                obj.close()
+                generator.close()
+        del pending, generator
+    return False
 
 
 class Worker:

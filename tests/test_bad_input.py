@@ -331,8 +331,8 @@ def test_property_put_never_5xx_and_round_trips(
         assert masked["secrets"] == sorted(secrets)
         hidden = {v for v in secrets.values() if v}
         assert all(value not in hidden for value in masked["meta"].values())
-    else:
-        assert response.status_code in (400, 404, 405, 422), response.text
+    else:  # 307: "%2F" decodes to "/" and the router redirects the doubled slash
+        assert response.status_code in (307, 400, 404, 405, 422), response.text
 
 
 @HYPOTHESIS
@@ -384,4 +384,4 @@ def test_property_garbage_tokens_never_authorise(server: WtpyServer, sentinel: d
         return  # not sendable as a header at all
     assert response.status_code in (400, 401, 403, 404), response.text
     tokens = httpx.get(f"{server.url}/api/tokens", headers=headers)
-    assert tokens.status_code in (401, 403)
+    assert tokens.status_code in (400, 401, 403)  # 400: a control character, refused by the HTTP parser

@@ -454,3 +454,20 @@ def test_single_worker_isolation_sequence(many_workers: WtpyServer) -> None:
                 assert envelope["status"] == "success" and envelope["data"] == expected, envelope
     random_again = deploy(server, "import random\n\n" + body_hook("return random.random()"))
     assert invoke(server, random_again)["data"] != 0.13436424411240122
+
+
+def test_generators_that_refuse_to_close_cost_their_own_worker(server: WtpyServer, canary: str) -> None:
+    """A generator that swallows GeneratorExit stays suspended: the worker answers, then asks
+    to be replaced, so the pending code dies with that process instead of running later."""
+    code = (
+        "def stubborn(box):\n    while True:\n        try:\n            yield 1\n"
+        "        except GeneratorExit:\n            box.append(1)\n\n"
+        "def chain(depth):\n    try:\n        yield depth\n    finally:\n"
+        "        if depth < 50:\n            g = chain(depth + 1)\n            next(g)\n            KEEP.append(g)\n\n"
+        "KEEP = []\n\n"
+        + body_hook("box = []\ns = stubborn(box)\nnext(s)\nKEEP.append(s)\nc = chain(0)\nnext(c)\nKEEP.append(c)\nreturn 'answered'")
+    )
+    name = deploy(server, code)
+    for _ in range(3):
+        assert invoke(server, name)["data"] == "answered"
+        assert_alive(server, canary)

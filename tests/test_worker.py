@@ -646,3 +646,44 @@ def test_cpu_budget_kills_a_runaway_hook(own_worker: Worker) -> None:
     started = time.monotonic()
     assert own_worker.proc.wait(15) == -signal.SIGXCPU
     assert time.monotonic() - started < 10
+
+
+def test_leftover_generators_are_closed_before_the_answer(worker: Worker) -> None:
+    """A suspended generator's finally runs inside its own invocation (it logs there), and
+    one that cannot be closed makes the worker ask to be replaced."""
+    closing = """
+    def gen():
+        try:
+            yield 1
+        finally:
+            log.info('closed in my own invocation')
+
+    def hook(client, scope, audience, context):
+        box = []
+        g = gen()
+        next(g)
+        box.append(g)
+        box.append(box)
+        return 1
+    """
+    reply = worker.run(closing)
+    assert result(reply) == 1 and "recycle" not in reply
+    assert [entry["message"] for entry in reply["logs"]] == ["closed in my own invocation"]
+    stubborn = """
+    def gen():
+        while True:
+            try:
+                yield 1
+            except GeneratorExit:
+                pass
+
+    KEEP = []
+
+    def hook(client, scope, audience, context):
+        g = gen()
+        next(g)
+        KEEP.append(g)
+        return 2
+    """
+    reply = worker.run(stubborn)
+    assert result(reply) == 2 and reply["recycle"] is True
