@@ -121,6 +121,9 @@ class CompiledHook:
     code: CodeType
     entry: str  # the global that holds the hook function after the module has run
     lines: tuple[str, ...]  # the source, for stack traces
+    # Whether the code has generator functions (`yield`): only they can leave hook code
+    # pending after the hook returns (see _worker._finalize_leftovers).
+    has_generators: bool = True
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ def compile_hook(source: str) -> CompiledHook | CompileFailure:
     # Both checks read the original tree: RestrictedPython rewrites it in place.
     errors = _import_errors(tree)
     entry = _entry_point(tree)
+    generators = any(isinstance(node, ast.Yield | ast.YieldFrom) for node in ast.walk(tree))
     try:
         result = compile_restricted_exec(tree, HOOK_FILENAME)
     except RecursionError:
@@ -151,7 +155,9 @@ def compile_hook(source: str) -> CompiledHook | CompileFailure:
     if isinstance(entry, CompileFailure):
         return entry
     assert result.code is not None
-    return CompiledHook(code=result.code, entry=entry, lines=tuple(source.splitlines()))
+    return CompiledHook(
+        code=result.code, entry=entry, lines=tuple(source.splitlines()), has_generators=generators
+    )
 
 
 def _line_of(message: str) -> int:

@@ -206,6 +206,23 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
+_PAGE_SIZE = resource.getpagesize()
+
+
+def _heap_grown(threshold: int) -> bool:
+    """Has this process's resident memory passed `threshold`? ru_maxrss is a cheap first
+    check, but Linux keeps it across fork and exec: a worker started by a server whose RSS
+    was above the threshold would look grown forever (and be replaced after every job).
+    So past that check, the current RSS decides."""
+    if _peak_rss_bytes() <= threshold:
+        return False
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE > threshold
+    except (OSError, ValueError, IndexError):
+        return True
+
+
 # ----------------------------------------------------------------------------- errors
 
 
@@ -523,7 +540,7 @@ def _invoke(compiled: CompiledHook, job: _Job) -> tuple[dict[str, Any], bool]:
         failure = _Failure(type(exc).__name__, _safe_str(exc), [])
     finally:
         # Pending `finally` blocks first, while their globals (`log`...) still exist.
-        if not _finalize_leftovers():
+        if compiled.has_generators and not _finalize_leftovers():
             memory_error = True  # not clean: ask to be replaced (the flag means "recycle")
         # Hook functions and the globals dict reference each other: break the cycle now
         # rather than leave the hook's data for the garbage collector.
@@ -615,7 +632,7 @@ class Worker:
             error = _compile_error(compiled.error_description)
             return {"ok": False, "error": error, "logs": [], "recycle": False}
         reply, memory_error = _invoke(compiled, job)
-        recycle = memory_error or bool(self._recycle_rss and _peak_rss_bytes() > self._recycle_rss)
+        recycle = memory_error or bool(self._recycle_rss and _heap_grown(self._recycle_rss))
         if not reply["ok"] or recycle:
             reply["recycle"] = recycle
         return reply

@@ -62,9 +62,10 @@ def token_server(server: WtpyServer, tmp_path_factory: pytest.TempPathFactory) -
         "users": [{"user_id": "user-1", "username": "alice", "password": "wonderland"}],
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    log_file = (folder / "log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "wtpy.cli", "tokenserver", "--config", str(folder / "config.yaml"), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=open(folder / "log", "wb"),
+        stdout=subprocess.DEVNULL, stderr=log_file,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -79,6 +80,7 @@ def token_server(server: WtpyServer, tmp_path_factory: pytest.TempPathFactory) -
     yield url
     process.terminate()
     process.wait(10)
+    log_file.close()
 
 
 def verify(token_server: str, access_token: str) -> dict:

@@ -648,7 +648,7 @@ def test_cpu_budget_kills_a_runaway_hook(own_worker: Worker) -> None:
     assert time.monotonic() - started < 10
 
 
-def test_leftover_generators_are_closed_before_the_answer(worker: Worker) -> None:
+def test_leftover_generators_are_closed_before_the_answer(own_worker: Worker) -> None:
     """A suspended generator's finally runs inside its own invocation (it logs there), and
     one that cannot be closed makes the worker ask to be replaced."""
     closing = """
@@ -666,7 +666,7 @@ def test_leftover_generators_are_closed_before_the_answer(worker: Worker) -> Non
         box.append(box)
         return 1
     """
-    reply = worker.run(closing)
+    reply = own_worker.run(closing)
     assert result(reply) == 1 and "recycle" not in reply
     assert [entry["message"] for entry in reply["logs"]] == ["closed in my own invocation"]
     stubborn = """
@@ -685,5 +685,5 @@ def test_leftover_generators_are_closed_before_the_answer(worker: Worker) -> Non
         KEEP.append(g)
         return 2
     """
-    reply = worker.run(stubborn)
+    reply = own_worker.run(stubborn)
     assert result(reply) == 2 and reply["recycle"] is True

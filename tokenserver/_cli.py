@@ -45,6 +45,7 @@ class _ConfigProblem(click.ClickException):
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
+    help="Server log level (hook secrets are never logged).",
 )
 def command(config_path: Path, host: str, port: int, log_level: str) -> None:
     import uvicorn
