@@ -6,7 +6,6 @@ import base64
 import contextlib
 import hashlib
 import logging
-import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ import jwt
 import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from wtpy.runtime._datadir import create_file_exclusive
 
 from ._errors import SigningKeyError
 
@@ -69,27 +70,9 @@ def _write_new_key(path: Path) -> rsa.RSAPrivateKey:
         serialization.NoEncryption(),
     )
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # link() does not replace: if another process created the key meanwhile, use theirs.
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            return _read_key(path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    # Exclusive and atomic: if another process created the key meanwhile, use theirs.
+    if not create_file_exclusive(path, pem, 0o600):
+        return _read_key(path)
     log.info("generated a new RS256 signing key in %s", path)
     return key
 
