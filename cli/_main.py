@@ -13,9 +13,9 @@ import click
 import httpx
 import orjson
 import yaml
-from wtpy.runtime._names import MAX_NAME_LENGTH, valid_name
 
 from wtpy import __version__
+from wtpy.runtime._names import MAX_NAME_LENGTH, valid_name
 
 from ._api import ApiError, ManagementClient, UnreachableError
 from ._output import echo_json, info, webtask_details, webtask_table

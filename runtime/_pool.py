@@ -84,9 +84,12 @@ class _Proc(asyncio.SubprocessProtocol):
         self.transport: asyncio.SubprocessTransport | None = None
         self.stdin: asyncio.WriteTransport | None = None
         self.pid = 0
-        self.eof = False  # stdout closed, or the stream broke (frames before it stay readable)
+        # stdout closed, or the stream broke (frames before it stay readable); from then on
+        # the worker's output is dropped unread, and alive() is False.
+        self.eof = False
         self._buffer = bytearray()
-        self._frames: deque[dict[str, Any] | FrameError] = deque()
+        self._frames: deque[tuple[int, dict[str, Any] | FrameError]] = deque()  # (size, frame)
+        self._queued = 0  # payload bytes in _frames
         self._waiter: asyncio.Future[None] | None = None
         self._exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -113,8 +116,14 @@ class _Proc(asyncio.SubprocessProtocol):
                 break
             payload = bytes(buffer[4:end])
             del buffer[:end]
+            # The pool asks for one reply at a time: a worker that sends more than a frame's
+            # worth nobody has read yet is broken (or hostile); stop buffering its output.
+            self._queued += length
+            if self._queued > MAX_FRAME_BYTES:
+                self._break(FrameError("the worker sent frames nobody asked for"))
+                break
             try:
-                self._frames.append(decode(payload))
+                self._frames.append((length, decode(payload)))
             except FrameError as exc:
                 self._break(exc)
                 break
@@ -153,7 +162,8 @@ class _Proc(asyncio.SubprocessProtocol):
                 await self._waiter
             finally:
                 self._waiter = None
-        item = frames.popleft()
+        size, item = frames.popleft()
+        self._queued -= size
         if isinstance(item, FrameError):
             raise item
         return item
@@ -166,7 +176,7 @@ class _Proc(asyncio.SubprocessProtocol):
             self.transport.close()
 
     def _break(self, error: FrameError) -> None:
-        self._frames.append(error)
+        self._frames.append((0, error))
         self.eof = True
         self._buffer.clear()
 

@@ -9,7 +9,6 @@ import uvicorn
 
 from ._app import create_app
 from ._httpproto import http_protocol
-from ._httpwrite import coalescing
 from ._settings import Settings
 
 __all__ = ["serve"]
@@ -40,9 +39,8 @@ def serve(
         # uvloop and httptools (both in uvicorn[standard]) explicitly: "auto" silently falls
         # back to asyncio / h11, several times slower, when one fails to import.
         loop="uvloop" if _importable("uvloop") else "asyncio",
-        # httptools with wtpy's cap on the request head (431 above it; see _httpproto.py),
-        # writing each response's head and body in one piece (see _httpwrite.py).
-        http=coalescing(http_protocol(settings.max_header_bytes)) if _importable("httptools") else "h11",
+        # httptools with wtpy's cap on the request head (431 above it; see _httpproto.py).
+        http=http_protocol(settings.max_header_bytes) if _importable("httptools") else "h11",
         h11_max_incomplete_event_size=settings.max_header_bytes,
         # Access logs would record query strings (which may carry keys); wtpy logs its own records.
         access_log=False,

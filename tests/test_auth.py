@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from wtpy.runtime._auth import (
     ADMIN_TOKEN_FILE,
     AdminTokenError,

@@ -22,6 +22,7 @@ import httpx
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+
 from wtpy.cli import ApiError, ManagementClient, WtpyGroup, cli, exit_code_for, main
 from wtpy.cli import _main as cli_main
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import orjson
 import pytest
-import wtpy.compilers as compilers
 from starlette.datastructures import Headers, QueryParams
+
+import wtpy.compilers as compilers
 from wtpy.compilers import (
     Compiler,
     HookCall,

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from wtpy.runtime._crypto import (
     ENV_KEY,
     KEY_FILE,

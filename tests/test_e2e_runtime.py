@@ -6,7 +6,6 @@ import concurrent.futures
 import uuid
 
 import httpx
-
 from conftest import CC_BODY, PE_BODY, SAMPLES, WtpyServer, cc_meta, pe_meta
 
 SECRET = "s3cr3t-value-for-tests"

@@ -13,7 +13,6 @@ import httpx
 import jwt
 import pytest
 import yaml
-
 from conftest import SAMPLES, WtpyServer, free_port
 
 SECRET = "documented-scenario-secret-0123456789"

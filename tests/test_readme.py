@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from click.testing import CliRunner
-
 from conftest import REPO
+
 from wtpy.cli import cli
 
 README = (REPO / "README.md").read_text()

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from wtpy.runtime._crypto import SecretBox, SecretsError, generate_key
 from wtpy.runtime._datadir import (
     LOCK_FILE,
