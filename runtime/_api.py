@@ -14,7 +14,7 @@ from wtpy.compilers import compiler_names, get_compiler
 from ._auth import bearer_token
 from ._http import ApiError, error_response, json_response, read_json_object
 from ._names import MAX_CODE_BYTES, valid_name
-from ._runtime import Runtime
+from ._runtime import Runtime, merge_patch
 from ._store import Webtask
 from ._tokens import (
     MAX_DESCRIPTION_CHARS,
@@ -222,8 +222,7 @@ async def patch_webtask(request: Request) -> Response:
         if current is None:
             raise ApiError(404, "not_found", f"Webtask {container}/{name} not found")
         # Validate the merged meta before writing so a bad patch changes nothing.
-        merged = {**current.meta, **meta_patch}
-        _check_meta({k: v for k, v in merged.items() if v is not None}, runtime.settings.max_timeout)
+        _check_meta(merge_patch(current.meta, meta_patch), runtime.settings.max_timeout)
         webtask = await runtime.patch(container, name, code, meta_patch, secrets_patch)
         if webtask is None:
             raise ApiError(404, "not_found", f"Webtask {container}/{name} not found")

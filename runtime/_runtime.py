@@ -46,11 +46,8 @@ class Runtime:
             memory_mb=settings.worker_memory_mb,
             max_jobs_per_worker=settings.worker_max_jobs,
         )
-        # Real-time logs (history ring buffer + SSE followers); optional settings fields.
-        self.logs = LogHub(
-            getattr(settings, "log_history", 10_000),
-            ping_interval=getattr(settings, "log_ping_interval", 15.0),
-        )
+        # Real-time logs (history ring buffer + SSE followers).
+        self.logs = LogHub(settings.log_history, ping_interval=settings.log_ping_interval)
         self._store: Store | None = None
         self._lock_handle: Any = None
         self._cache: dict[tuple[str, str], Webtask] = {}

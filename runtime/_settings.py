@@ -40,6 +40,10 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     # Request line plus headers above this are refused (431; see _httpproto.py).
     max_header_bytes: int = 64 * 1024
+    # Log records kept for replay (`--tail`, `--since`, Last-Event-ID resume).
+    log_history: int = 10_000
+    # Seconds between `event: ping` keep-alives on the log stream.
+    log_ping_interval: float = 15.0
     # Base URL used in `url` fields; None means "as the client reached us".
     public_url: str | None = None
     # Print the admin token when it is first created (off in tests).
