@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any, Final
 
@@ -44,10 +44,13 @@ NO_BODY: Final = BodyState.NO_BODY
 INVALID_JSON_BODY: Final = BodyState.INVALID_JSON
 
 
-def node_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Header names lowercased, repeated headers merged the way Node's `req.headers` does."""
+def node_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Header names lowercased, repeated headers merged the way Node's `req.headers` does.
+
+    Takes a mapping (starlette `Headers` yields every raw pair) or the (name, value) pairs.
+    """
     merged: dict[str, str] = {}
-    for raw_key, value in headers.items():  # starlette Headers yields every raw pair
+    for raw_key, value in headers.items() if isinstance(headers, Mapping) else headers:
         key = raw_key.lower()
         if key not in merged:
             merged[key] = value

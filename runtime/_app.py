@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match, Route
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import _api, _invoke, _logs
@@ -43,54 +42,21 @@ async def server_error(request: Request, exc: Exception) -> Response:
 
 
 class _App(Starlette):
-    """Starlette with a direct path for invocations, the hot path.
+    """Starlette, with everything under /api/run/ handed to the invocation handler.
 
-    A request under /api/run/ that one of the invocation routes matches fully goes straight
-    to its endpoint, past the middleware stack and the router walk (ServerErrorMiddleware,
-    ExceptionMiddleware, Router, Route, the request_response wrappers): together they cost
-    more than the rest of the server's work for an invocation. Errors end as they do
-    through the stack: an HTTPException -> http_error; anything else -> server_error's 500
-    (when nothing was sent yet), then re-raised for uvicorn to log. Everything else,
-    including a wrong method (405) on an invocation path, takes the normal route.
+    Invocations are the hot path: they skip the middleware stack and the router walk
+    (ServerErrorMiddleware, ExceptionMiddleware, Router, Route, request_response wrappers),
+    which together cost more than the rest of the server's work for one. The handler
+    answers every request under the prefix itself, errors included (see _invoke.py).
     """
 
+    invoker: _invoke.Invoker
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(_INVOKE_PREFIX):
-            for route in _INVOKE_ROUTES:
-                match, child_scope = route.matches(scope)
-                if match is Match.FULL:
-                    scope["app"] = self
-                    if "router" not in scope:
-                        scope["router"] = self.router
-                    scope.update(child_scope)
-                    await _call_endpoint(route.endpoint, scope, receive, send)
-                    return
+        if scope["type"] == "http" and scope["path"].startswith(_invoke.INVOKE_PREFIX):
+            await self.invoker(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
-
-
-_INVOKE_PREFIX = "/api/run/"
-_INVOKE_ROUTES = [route for route in _invoke.routes if isinstance(route, Route)]
-assert all(
-    route.path.startswith(_INVOKE_PREFIX) and inspect.iscoroutinefunction(route.endpoint)
-    for route in _INVOKE_ROUTES
-)
-
-
-async def _call_endpoint(
-    endpoint: Callable[[Request], Awaitable[Response]], scope: Scope, receive: Receive, send: Send
-) -> None:
-    request = Request(scope, receive, send)
-    reraise: Exception | None = None
-    try:
-        response = await endpoint(request)
-    except HTTPException as exc:
-        response = await http_error(request, exc)
-    except Exception as exc:
-        response = await server_error(request, exc)
-        reraise = exc
-    await response(scope, receive, send)
-    if reraise is not None:
-        raise reraise
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
@@ -113,11 +79,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
             await runtime.close()
 
     app = _App(
-        # The invocation routes come first: Starlette tries routes in order, and they are
-        # the hot path (the prefixes do not overlap, so the order changes nothing else).
-        routes=[*_invoke.routes, Route("/healthz", health), *_api.routes, *_logs.routes],
+        routes=[Route("/healthz", health), *_api.routes, *_logs.routes],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.invoker = _invoke.Invoker(runtime)
     return app

@@ -8,7 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["JSON", "ApiError", "json_response", "error_response", "read_body", "read_json_object"]
+__all__ = ["JSON", "ApiError", "api_error_body", "json_response", "error_response", "read_body", "read_json_object"]
 
 JSON = "application/json"
 
@@ -27,8 +27,12 @@ def json_response(content: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type=JSON)
 
 
+def api_error_body(error: ApiError) -> bytes:
+    return orjson.dumps({"error": error.code, "message": error.message})
+
+
 def error_response(error: ApiError) -> Response:
-    return json_response({"error": error.code, "message": error.message}, error.status)
+    return Response(api_error_body(error), status_code=error.status, media_type=JSON)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

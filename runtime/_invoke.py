@@ -1,36 +1,214 @@
-"""Invocation endpoint: `/api/run/{container}/{name}[/{path}]` -> compiler -> sandbox -> envelope."""
+"""Invocation endpoint: `ANY /api/run/{container}/{name}[/{path}]` -> compiler -> sandbox -> envelope.
+
+A plain ASGI handler rather than a Starlette route: invocations are the hot path, and
+Starlette's router, Request, Headers and Response objects cost more per call than the
+rest of the server's own work for one (see bench/RESULTS.md). It answers everything under
+`/api/run/` itself, errors included, with the same bodies the management API uses.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
+from urllib.parse import parse_qsl
 
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from wtpy.compilers import HookRequest, WebtaskContext, error_envelope, get_compiler
+from wtpy.compilers import Compiler, HookRequest, WebtaskContext, error_envelope, get_compiler
+from wtpy.compilers._body import node_headers
 
 from ._api import MIN_TIMEOUT, TIMEOUT_META
-from ._http import JSON, ApiError, error_response, read_body
+from ._http import ApiError, api_error_body
 from ._logs import REQUEST_ID_HEADER, envelope_error, new_request_id
 from ._names import valid_name
+from ._pool import ArgumentsNotEncodable
 from ._runtime import Runtime
 from ._store import Webtask
 
-__all__ = ["routes"]
+__all__ = ["INVOKE_PREFIX", "METHODS", "Invoker"]
 
 logger = logging.getLogger("wtpy.invoke")
+
+INVOKE_PREFIX = "/api/run/"
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_ALLOW = ", ".join(METHODS).encode("latin-1")
 TOO_DEEP = "Request payload is nested too deeply to pass to the extensibility point"
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+_JSON = (b"content-type", b"application/json")
+_REQUEST_ID = REQUEST_ID_HEADER.encode("latin-1")
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request body arrived: nobody to answer."""
+
+
+class Invoker:
+    """The ASGI app for everything under `/api/run/` (the app routes those paths here)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = new_request_id()
+        reply = _Reply(send, request_id)
+        try:
+            await self._invoke(scope, receive, reply, request_id)
+        except _ClientGone:
+            return
+        except Exception as exc:
+            # Never the message or a traceback: either could carry hook arguments or secrets.
+            where = _innermost_frame(exc)
+            logger.error("unhandled %s in an invocation (%s)", type(exc).__name__, where)
+            if not reply.started:
+                await reply.error(ApiError(500, "internal_error", "Internal server error"))
+
+    async def _invoke(self, scope: Scope, receive: Receive, reply: _Reply, request_id: str) -> None:
+        started = time.perf_counter()
+        method: str = scope["method"]
+        if method not in METHODS:
+            return await reply.error(ApiError(405, "method_not_allowed", "Method Not Allowed"), allow=True)
+        container, _, rest = scope["path"][len(INVOKE_PREFIX) :].partition("/")
+        name, _, sub_path = rest.partition("/")
+        if not (container and name):
+            return await reply.error(ApiError(404, "not_found", "Not Found"))
+
+        runtime = self.runtime
+        webtask = runtime.cached(container, name)  # only valid names are ever stored
+        if webtask is None:
+            if not (valid_name(container) and valid_name(name)):
+                return await reply.error(ApiError(400, "invalid_name", "Invalid container or webtask name"))
+            webtask = await runtime.get(container, name)
+            if webtask is None:
+                return await reply.error(ApiError(404, "not_found", f"Webtask {container}/{name} not found"))
+
+        headers = node_headers([(key.decode("latin-1"), value.decode("latin-1")) for key, value in scope["headers"]])
+        try:
+            body = await _read_body(receive, headers.get("content-length"), runtime.settings.max_body_bytes)
+        except ApiError as error:  # the webtask exists: its log shows the refused invocation
+            _log_refusal(runtime, webtask, request_id, started, error.message)
+            return await reply.error(error)
+
+        compiler_name = webtask.meta.get("wt-compiler", "")
+        compiler = get_compiler(compiler_name)
+        if compiler is None:
+            # The management API refuses unknown compilers; this guards data written by another version.
+            envelope = error_envelope("Error", f"Unknown extensibility point compiler {compiler_name!r}")
+            _log_refusal(runtime, webtask, request_id, started, envelope_error(envelope))
+            return await reply.envelope(envelope)
+
+        query: bytes = scope["query_string"]
+        hook_request = HookRequest(
+            method=method,
+            headers=headers,
+            query=dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {},
+            path=f"/{sub_path}" if sub_path else "",
+            body=body,
+        )
+        prepared = compiler.prepare(hook_request, WebtaskContext(container, name, webtask.meta, webtask.secrets))
+        if isinstance(prepared, bytes):
+            _log_refusal(runtime, webtask, request_id, started, envelope_error(prepared))
+            return await reply.envelope(prepared)
+        await reply.envelope(await self._run(webtask, compiler, compiler_name, prepared.args, prepared.order, request_id, started))
+
+    async def _run(
+        self,
+        webtask: Webtask,
+        compiler: Compiler,
+        compiler_name: str,
+        args: dict[str, Any],
+        order: tuple[str, ...],
+        request_id: str,
+        started: float,
+    ) -> bytes:
+        runtime = self.runtime
+        try:
+            outcome = await runtime.pool.run(
+                key=webtask.code_hash,
+                code=webtask.code,
+                filename=f"<webtask {webtask.container}/{webtask.name}>",
+                args=args,
+                order=order,
+                timeout=_timeout(webtask.meta, runtime),
+            )
+        except ArgumentsNotEncodable:
+            # The arguments come from orjson.loads, which reads 1024 levels of nesting but
+            # writes about 254: a deeper body cannot be passed on. An error envelope, not a 500.
+            _log_refusal(runtime, webtask, request_id, started, TOO_DEEP)
+            return compiler.failure({"name": "Error", "message": TOO_DEEP, "stack": f"Error: {TOO_DEEP}"})
+        if outcome.outcome == "success":
+            envelope = compiler.success(outcome.result, outcome.has_result)
+        else:
+            envelope = compiler.failure(outcome.error or {"name": "Error", "message": "Unknown error"})
+        runtime.logs.publish_invocation(
+            container=webtask.container,
+            name=webtask.name,
+            request_id=request_id,
+            compiler=compiler_name,
+            outcome=outcome.outcome,
+            duration_ms=outcome.duration_ms,
+            logs=outcome.logs,
+            error=outcome.error if outcome.outcome != "success" else None,
+            secrets=webtask.secrets,
+        )
+        return envelope
+
+
+class _Reply:
+    """Sends the one response of an invocation; every response carries the request id."""
+
+    __slots__ = ("send", "request_id", "started")
+
+    def __init__(self, send: Send, request_id: str) -> None:
+        self.send = send
+        self.request_id = request_id.encode("latin-1")
+        self.started = False
+
+    async def envelope(self, body: bytes) -> None:
+        await self._respond(200, body, ())
+
+    async def error(self, error: ApiError, *, allow: bool = False) -> None:
+        await self._respond(error.status, api_error_body(error), ((b"allow", _ALLOW),) if allow else ())
+
+    async def _respond(self, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...]) -> None:
+        self.started = True
+        headers = [_JSON, (b"content-length", b"%d" % len(body)), (_REQUEST_ID, self.request_id), *extra]
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """The request body, refusing (413) anything above `limit` bytes without buffering it all."""
+    if declared is not None:
+        try:
+            declared_size = int(declared)
+        except ValueError:
+            raise ApiError(400, "bad_request", "Content-Length is not a number") from None
+        if declared_size > limit:
+            raise ApiError(413, "payload_too_large", f"Request body exceeds {limit} bytes")
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            body = body + chunk if body else chunk
+            if len(body) > limit:
+                raise ApiError(413, "payload_too_large", f"Request body exceeds {limit} bytes")
+        if not message.get("more_body", False):
+            return body
 
 
 def _timeout(meta: dict[str, str], runtime: Runtime) -> float:
-    try:
-        seconds = float(meta[TIMEOUT_META])
-    except (KeyError, ValueError):
-        return runtime.settings.default_timeout
-    return min(max(seconds, MIN_TIMEOUT), runtime.settings.max_timeout)
+    """The webtask's `wtpy-timeout` meta (seconds) within the server's bounds, else the default."""
+    raw = meta.get(TIMEOUT_META)
+    if raw is not None:
+        try:
+            return min(max(float(raw), MIN_TIMEOUT), runtime.settings.max_timeout)
+        except ValueError:
+            pass
+    return runtime.settings.default_timeout
 
 
 def _log_refusal(runtime: Runtime, webtask: Webtask, request_id: str, started: float, error: object) -> None:
@@ -47,86 +225,12 @@ def _log_refusal(runtime: Runtime, webtask: Webtask, request_id: str, started: f
     )
 
 
-async def run_webtask(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    container = request.path_params["container"]
-    name = request.path_params["name"]
-    request_id = new_request_id()
-    headers = {REQUEST_ID_HEADER: request_id}
-    started = time.perf_counter()
-    webtask: Webtask | None = None
-    try:
-        if not (valid_name(container) and valid_name(name)):
-            raise ApiError(400, "invalid_name", "Invalid container or webtask name")
-        webtask = await runtime.get(container, name)
-        if webtask is None:
-            raise ApiError(404, "not_found", f"Webtask {container}/{name} not found")
-        body = await read_body(request, runtime.settings.max_body_bytes)
-    except ApiError as error:
-        if webtask is not None:  # e.g. 413: the webtask exists, the invocation ends early
-            _log_refusal(runtime, webtask, request_id, started, error.message)
-        response = error_response(error)
-        response.headers.update(headers)
-        return response
-
-    compiler_name = webtask.meta.get("wt-compiler", "")
-    compiler = get_compiler(compiler_name)
-    if compiler is None:
-        # The management API refuses unknown compilers; this guards data written by another version.
-        envelope = error_envelope("Error", f"Unknown extensibility point compiler {compiler_name!r}")
-        _log_refusal(runtime, webtask, request_id, started, envelope_error(envelope))
-        return Response(envelope, media_type=JSON, headers=headers)
-
-    sub_path = request.path_params.get("path", "")
-    hook_request = HookRequest(
-        method=request.method,
-        headers=request.headers,
-        query=request.query_params,
-        path=f"/{sub_path}" if sub_path else "",
-        body=body,
-    )
-    prepared = compiler.prepare(
-        hook_request, WebtaskContext(container, name, webtask.meta, webtask.secrets)
-    )
-    if isinstance(prepared, bytes):
-        _log_refusal(runtime, webtask, request_id, started, envelope_error(prepared))
-        return Response(prepared, media_type=JSON, headers=headers)
-
-    try:
-        outcome = await runtime.pool.run(
-            key=webtask.code_hash,
-            code=webtask.code,
-            filename=f"<webtask {container}/{name}>",
-            args=prepared.args,
-            order=list(prepared.order),
-            timeout=_timeout(webtask.meta, runtime),
-        )
-    except TypeError:
-        # The arguments would not encode for the worker. They come from orjson.loads, so the
-        # one way is nesting: orjson reads 1024 levels but writes about 254. Without this a
-        # client could answer itself a 500 (and a traceback in the server log) at will.
-        envelope = compiler.failure({"name": "Error", "message": TOO_DEEP, "stack": f"Error: {TOO_DEEP}"})
-        _log_refusal(runtime, webtask, request_id, started, TOO_DEEP)
-        return Response(envelope, media_type=JSON, headers=headers)
-    if outcome.outcome == "success":
-        envelope = compiler.success(outcome.result, outcome.has_result)
-    else:
-        envelope = compiler.failure(outcome.error or {"name": "Error", "message": "Unknown error"})
-    runtime.logs.publish_invocation(
-        container=container,
-        name=name,
-        request_id=request_id,
-        compiler=compiler_name,
-        outcome=outcome.outcome,
-        duration_ms=outcome.duration_ms,
-        logs=outcome.logs,
-        error=outcome.error if outcome.outcome != "success" else None,
-        secrets=webtask.secrets,
-    )
-    return Response(envelope, media_type=JSON, headers=headers)
-
-
-routes = [
-    Route("/api/run/{container}/{name}", run_webtask, methods=ALL_METHODS),
-    Route("/api/run/{container}/{name}/{path:path}", run_webtask, methods=ALL_METHODS),
-]
+def _innermost_frame(exc: BaseException) -> str:
+    """`module.py:123` of where an exception was raised: enough to find it, nothing it carried."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "unknown location"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno} in {code.co_name}"

@@ -32,15 +32,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import logging
 import re
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from secrets import token_hex
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -95,15 +96,30 @@ _ENTRY_OVERHEAD = 256  # rough per-record bookkeeping cost in the byte budgets
 _BATCH_BYTES = 64 * 1024
 
 
+# Request ids: 16 random hex digits drawn once per server process, then a counter. Unique
+# across restarts without a random draw per request; an id correlates records, it grants nothing.
+_REQUEST_ID_PREFIX = token_hex(8)
+_request_counter = itertools.count(1)
+
+
 def new_request_id() -> str:
-    """A random request id (32 hex digits), returned in the `x-wtpy-request-id` header."""
-    return uuid.uuid4().hex
+    """A unique request id (32 hex digits), returned in the `x-wtpy-request-id` header."""
+    return f"{_REQUEST_ID_PREFIX}{next(_request_counter):016x}"
+
+
+_second_text: tuple[int, str] = (-1, "")  # the last second formatted: strftime is the slow part
 
 
 def iso_time(ts: float) -> str:
     """ISO 8601 UTC with milliseconds: 2026-11-23T10:00:00.123Z."""
-    moment = datetime.fromtimestamp(ts, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    global _second_text
+    micros = round(ts * 1_000_000)  # rounded to the microsecond first, as datetime does
+    second, fraction = divmod(micros, 1_000_000)
+    cached_second, text = _second_text
+    if second != cached_second:
+        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _second_text = (second, text)
+    return f"{text}{fraction // 1000:03d}Z"
 
 
 # --- masking --------------------------------------------------------------------------------
@@ -174,6 +190,9 @@ class _Masker:
                     break
                 start = window.find(form[0], start + 1)
         return text[:-best] + MASK if best else text
+
+
+_NO_MASK = _Masker(None, ())
 
 
 # --- query parsing --------------------------------------------------------------------------
@@ -471,10 +490,12 @@ class LogHub:
         error: Mapping[str, Any] | str | None,
         secrets: Mapping[str, str] | None,
     ) -> list[dict[str, Any]]:
-        mask = masker(secrets or {})
+        logs = list(logs)
+        failed = outcome in FAILED_OUTCOMES
+        # Only hook output and error text can carry a secret; a plain success summary cannot.
+        mask = masker(secrets or {}) if logs or failed else _NO_MASK
         published = []
         now = time.time()
-        logs = list(logs)
         for index, line in enumerate(logs):
             level_name = line.get("level")
             level_name = _LEVEL_ALIASES.get(level_name, level_name)  # type: ignore[arg-type]
@@ -497,7 +518,6 @@ class LogHub:
             published.append(self._publish(ts, level, record))
 
         error_text, stack = _describe_error(error)
-        failed = outcome in FAILED_OUTCOMES
         duration = round(float(duration_ms), 1)
         message = (f"{outcome}: {error_text}" if error_text else outcome) if failed else "success"
         summary: dict[str, Any] = {

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from ._protocol import MAX_FRAME_BYTES, FrameError, decode, encode
 
-__all__ = ["JobResult", "PoolClosedError", "WorkerPool", "WorkerStartError"]
+__all__ = ["ArgumentsNotEncodable", "JobResult", "PoolClosedError", "WorkerPool", "WorkerStartError"]
 
 logger = logging.getLogger("wtpy.pool")
 
@@ -64,6 +64,10 @@ class JobResult:
     duration_ms: float = 0.0
 
 
+class ArgumentsNotEncodable(TypeError):
+    """run()'s arguments cannot be framed for a worker (not JSON-able, or nested too deeply)."""
+
+
 class PoolClosedError(RuntimeError):
     """run() was called on (or was waiting for a worker of) a closed pool."""
 
@@ -87,6 +91,7 @@ class _Proc(asyncio.SubprocessProtocol):
         # stdout closed, or the stream broke (frames before it stay readable); from then on
         # the worker's output is dropped unread, and alive() is False.
         self.eof = False
+        self.timed_out = False  # the running job's deadline passed (set by the pool's timer)
         self._buffer = bytearray()
         self._frames: deque[tuple[int, dict[str, Any] | FrameError]] = deque()  # (size, frame)
         self._queued = 0  # payload bytes in _frames
@@ -151,10 +156,17 @@ class _Proc(asyncio.SubprocessProtocol):
         assert self.stdin is not None
         self.stdin.write(data)
 
+    def expire(self) -> None:
+        """The job's deadline passed: a pending or later read() raises TimeoutError."""
+        self.timed_out = True
+        self._wake()
+
     async def read(self) -> dict[str, Any]:
         """The next frame. Safe to cancel and call again: nothing is lost."""
         frames = self._frames
         while not frames:
+            if self.timed_out:
+                raise TimeoutError
             if self.eof:
                 raise FrameError("peer closed the stream")
             self._waiter = asyncio.get_running_loop().create_future()
@@ -339,7 +351,7 @@ class WorkerPool:
         code: str,
         filename: str,
         args: dict[str, Any],
-        order: list[str],
+        order: Sequence[str],
         timeout: float,
         cpu_seconds: float | None = None,
     ) -> JobResult:
@@ -347,6 +359,7 @@ class WorkerPool:
 
         `timeout` is wall-clock seconds from when the job is handed to a worker.
         Never raises for a worker failure: those come back as `timeout` / `killed`.
+        Raises ArgumentsNotEncodable (a TypeError) when `args` cannot be framed.
         """
         worker = await self._acquire()
         job_id = next(self._ids)
@@ -365,23 +378,29 @@ class WorkerPool:
             },
         }
         try:
-            frame = encode(message)  # TypeError for arguments that are not JSON-able
+            frame = encode(message)
+        except TypeError as exc:  # nothing was sent
+            self._release(worker)
+            raise ArgumentsNotEncodable(str(exc)) from None
         except BaseException:
-            self._release(worker)  # nothing was sent
+            self._release(worker)
             raise
-        deadline = asyncio.get_running_loop().time() + timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         started = time.perf_counter()
         worker.keys.add(key)
+        proc = worker.proc
+        # A plain timer rather than asyncio.timeout_at: it is set and cancelled on every job.
+        timer = loop.call_at(deadline, proc.expire)
         try:
-            async with asyncio.timeout_at(deadline):
-                worker.proc.write(frame)
-                reply = await worker.read()
-                if reply.get("need_code") is True and reply.get("id") == job_id:
-                    if message["code"] is not None:
-                        raise _ProtocolViolation("need_code although code was sent")
-                    message["code"] = code
-                    worker.proc.write(encode(message))
-                    reply = await worker.read()
+            proc.write(frame)
+            reply = await proc.read()
+            if reply.get("need_code") is True and reply.get("id") == job_id:
+                if message["code"] is not None:
+                    raise _ProtocolViolation("need_code although code was sent")
+                message["code"] = code
+                proc.write(encode(message))
+                reply = await proc.read()
         except TimeoutError:
             duration = (time.perf_counter() - started) * 1000.0
             self._discard(worker, "timeout")
@@ -405,6 +424,8 @@ class WorkerPool:
         except BaseException:
             self._discard(worker, "unexpected error mid-job")  # never leak a busy worker
             raise
+        finally:
+            timer.cancel()
         duration = (time.perf_counter() - started) * 1000.0
 
         if reply.get("id") != job_id or reply.get("need_code"):

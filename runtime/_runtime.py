@@ -79,6 +79,10 @@ class Runtime:
             raise RuntimeError("runtime is not started")
         return self._store
 
+    def cached(self, container: str, name: str) -> Webtask | None:
+        """The webtask if it is in memory (no store read); None says nothing about the store."""
+        return self._cache.get((container, name))
+
     async def get(self, container: str, name: str) -> Webtask | None:
         key = (container, name)
         webtask = self._cache.get(key)

@@ -2,7 +2,7 @@
 
 * the pool cuts worker stdout into frames in its pipe callback (any chunking);
 * the worker caches how to call a hook per (code object, argument order);
-* the app sends invocations straight to their endpoint, errors included.
+* the app hands invocations to a plain ASGI handler that answers everything itself.
 """
 
 from __future__ import annotations
@@ -16,12 +16,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
 
 from wtpy.runtime import _app, _invoke
-from wtpy.runtime._pool import _Proc
+from wtpy.runtime._pool import ArgumentsNotEncodable, JobResult, _Proc
 from wtpy.runtime._protocol import FrameError, encode
 from wtpy.runtime._worker import Worker
 
@@ -162,50 +159,220 @@ def test_a_function_with_attributes_is_not_served_from_the_plan_cache() -> None:
     assert plain == ("names", ("client", "scope"), 0, None)
 
 
-# --------------------------------------------------------------------------- direct app path
+# --------------------------------------------------------------------------- invocation handler
+
+SECRET = "s3cr3t-value-for-the-invoker-tests"
+CC_COMPILER = "auth0-ext-compilers/client-credentials-exchange"
+CC_BODY = {"audience": "https://api.example.com", "client": {"id": "c1"}, "scope": ["test"]}
 
 
-def _call(
-    monkeypatch: pytest.MonkeyPatch, endpoint: Callable[[Request], Any], tmp_path: Path,
-    requests: list[tuple[str, str]],
-) -> list[httpx.Response]:  # fmt: skip
-    """Send `requests` (method, path) to create_app()'s app with `endpoint` behind both
-    invocation routes (no lifespan: the runtime is never started)."""
-    for route in _app._INVOKE_ROUTES:
-        monkeypatch.setattr(route, "endpoint", endpoint)
-    settings = _app.Settings(data_dir=tmp_path, announce_token=False, workers=1)
-    app = _app.create_app(settings)
+class _RecordingPool:
+    """Stands in for the worker pool: records each job and answers with `reply`."""
 
-    async def scenario() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://wtpy") as client:
-            return [await client.request(method, path) for method, path in requests]
+    def __init__(self) -> None:
+        self.jobs: list[dict[str, Any]] = []
+        self.reply: JobResult | Exception = JobResult("success", result={"ok": 1}, has_result=True)
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def run(self, **job: Any) -> JobResult:
+        self.jobs.append(job)
+        if isinstance(self.reply, Exception):
+            raise self.reply
+        return self.reply
+
+
+def _invoke_app(
+    tmp_path: Path, calls: Callable[[httpx.AsyncClient, _RecordingPool], Any]
+) -> Any:
+    """Run `calls` against create_app() with a started runtime, one stored webtask
+    (default/rule, client-credentials, secret SECRET) and a recording pool."""
+    settings = _app.Settings(data_dir=tmp_path, announce_token=False, workers=1, max_body_bytes=1000)
+    runtime = _app.Runtime(settings)
+    pool = _RecordingPool()
+    runtime.pool = pool  # type: ignore[assignment]
+    app = _app.create_app(settings, runtime)
+
+    async def scenario() -> Any:
+        await runtime.start()
+        try:
+            meta = {"wt-compiler": CC_COMPILER, "auth0-extension-secret": SECRET}
+            await runtime.put("default", "rule", "def hook(client, scope, audience, context):\n    return {}\n",
+                              meta, {"auth0-extension-secret": SECRET})  # fmt: skip
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://wtpy") as client:
+                return await calls(client, pool)
+        finally:
+            await runtime.close()
 
     return asyncio.run(scenario())
 
 
-def test_direct_path_passes_path_params_and_the_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    async def endpoint(request: Request) -> Response:
-        seen = {**request.path_params, "app": isinstance(request.app, Starlette)}
-        return Response(orjson.dumps(seen), media_type="application/json")
-
-    first, second = _call(monkeypatch, endpoint, tmp_path, [("POST", "/api/run/c1/n1"), ("GET", "/api/run/c1/n1/x/y")])
-    assert first.json() == {"container": "c1", "name": "n1", "app": True}
-    assert second.json() == {"container": "c1", "name": "n1", "path": "x/y", "app": True}
+AUTH = {"authorization": f"Bearer {SECRET}", "content-type": "application/json"}
 
 
-def test_direct_path_errors_end_as_through_the_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    async def endpoint(request: Request) -> Response:
-        raise RuntimeError("boom")
+def test_the_handler_passes_path_query_and_node_style_headers(tmp_path: Path) -> None:
+    async def calls(client: httpx.AsyncClient, pool: _RecordingPool) -> list[httpx.Response]:
+        headers = [*AUTH.items(), ("X-Multi", "a"), ("x-multi", "b"), ("Cookie", "c=1"), ("cookie", "d=2")]
+        return [
+            await client.post("/api/run/default/rule", json=CC_BODY, headers=AUTH),
+            await client.post("/api/run/default/rule/x/y%20z?q=1&q=2&e=", json=CC_BODY, headers=headers),
+        ]
 
-    failed, wrong_method = _call(
-        monkeypatch, endpoint, tmp_path, [("POST", "/api/run/c1/n1"), ("TRACE", "/api/run/c1/n1")]
-    )
-    assert failed.status_code == 500
-    assert failed.json() == {"error": "internal_error", "message": "Internal server error"}
-    # A method the invocation routes do not take goes the normal way: 405 from the router.
-    assert wrong_method.status_code == 405
+    responses = None
+
+    async def run(client: httpx.AsyncClient, pool: _RecordingPool) -> list[dict[str, Any]]:
+        nonlocal responses
+        responses = await calls(client, pool)
+        return pool.jobs
+
+    jobs = _invoke_app(tmp_path, run)
+    assert responses is not None
+    for response in responses:
+        assert response.status_code == 200
+        assert response.json() == {"statusCode": 200, "headers": {}, "status": "success", "data": {"ok": 1}}
+        assert len(response.headers["x-wtpy-request-id"]) == 32
+    assert responses[0].headers["x-wtpy-request-id"] != responses[1].headers["x-wtpy-request-id"]
+    first, second = (job["args"]["context"]["webtask"] for job in jobs)
+    assert first["path"] == "" and first["query"] == {}
+    assert second["path"] == "/x/y z"
+    assert second["query"] == {"q": "2", "e": ""}
+    assert second["headers"]["x-multi"] == "a, b" and second["headers"]["cookie"] == "c=1; d=2"
+    assert second["secrets"] == {"auth0-extension-secret": SECRET}
+    assert (second["container"], second["name"], second["method"]) == ("default", "rule", "POST")
+    assert tuple(jobs[0]["order"]) == ("client", "scope", "audience", "context")
+    assert jobs[0]["args"]["client"] == {"id": "c1"} and jobs[0]["filename"] == "<webtask default/rule>"
 
 
-def test_invocation_routes_are_the_ones_the_direct_path_knows() -> None:
-    assert [route.path for route in _app._INVOKE_ROUTES] == [route.path for route in _invoke.routes]
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error"),
+    [
+        ("POST", "/api/run/default", 404, "not_found"),
+        ("POST", "/api/run/default/", 404, "not_found"),
+        ("POST", "/api/run//rule", 404, "not_found"),
+        ("POST", "/api/run/default/missing", 404, "not_found"),
+        ("POST", "/api/run/default/bad%20name", 400, "invalid_name"),
+        ("TRACE", "/api/run/default/rule", 405, "method_not_allowed"),
+    ],
+)
+def test_the_handler_refuses_with_the_management_error_body(
+    tmp_path: Path, method: str, path: str, status: int, error: str
+) -> None:
+    async def calls(client: httpx.AsyncClient, pool: _RecordingPool) -> tuple[httpx.Response, int]:
+        return await client.request(method, path, json=CC_BODY, headers=AUTH), len(pool.jobs)
+
+    response, jobs = _invoke_app(tmp_path, calls)
+    assert response.status_code == status
+    assert response.json()["error"] == error
+    assert response.headers["content-type"] == "application/json"
+    assert len(response.headers["x-wtpy-request-id"]) == 32
+    assert jobs == 0
+    if status == 405:
+        assert "POST" in response.headers["allow"] and "TRACE" not in response.headers["allow"]
+
+
+def test_an_oversize_body_is_refused_before_the_pool(tmp_path: Path) -> None:
+    async def calls(client: httpx.AsyncClient, pool: _RecordingPool) -> tuple[list[httpx.Response], int]:
+        big = {**CC_BODY, "pad": "x" * 2000}
+        chunks = [b"{", b'"a":"' + b"y" * 1500 + b'"}']
+
+        async def stream() -> Any:  # no content-length: counted while it arrives
+            for chunk in chunks:
+                yield chunk
+
+        return [
+            await client.post("/api/run/default/rule", json=big, headers=AUTH),
+            await client.post("/api/run/default/rule", content=stream(), headers=AUTH),
+            await client.post("/api/run/default/rule", content=b"{}", headers={**AUTH, "content-length": "x"}),
+        ], len(pool.jobs)
+
+    (declared, streamed, garbage), jobs = _invoke_app(tmp_path, calls)
+    assert declared.status_code == streamed.status_code == 413
+    assert declared.json()["error"] == "payload_too_large"
+    assert garbage.status_code == 400
+    assert jobs == 0
+
+
+def test_a_bug_behind_the_handler_is_a_500_that_logs_no_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from wtpy.compilers._base import ExchangeCompiler
+
+    def broken(self: Any, request: Any, webtask: Any) -> Any:
+        raise RuntimeError(f"boom {SECRET}")
+
+    monkeypatch.setattr(ExchangeCompiler, "prepare", broken)
+
+    async def calls(client: httpx.AsyncClient, pool: _RecordingPool) -> httpx.Response:
+        return await client.post("/api/run/default/rule", json=CC_BODY, headers=AUTH)
+
+    with caplog.at_level("ERROR", logger="wtpy.invoke"):
+        response = _invoke_app(tmp_path, calls)
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal_error", "message": "Internal server error"}
+    assert "RuntimeError" in caplog.text and "in broken" in caplog.text
+    assert SECRET not in caplog.text and "boom" not in caplog.text and "/" not in caplog.text.split("(")[-1]
+
+
+def test_arguments_that_cannot_be_framed_get_an_error_envelope(tmp_path: Path) -> None:
+    async def calls(client: httpx.AsyncClient, pool: _RecordingPool) -> httpx.Response:
+        pool.reply = ArgumentsNotEncodable("Recursion limit reached")
+        return await client.post("/api/run/default/rule", json=CC_BODY, headers=AUTH)
+
+    response = _invoke_app(tmp_path, calls)
+    assert response.status_code == 200
+    assert response.json()["status"] == "error"
+    assert response.json()["data"]["message"] == _invoke.TOO_DEEP
+
+
+def test_any_other_type_error_from_the_pool_is_not_mistaken_for_nesting(tmp_path: Path) -> None:
+    async def calls(client: httpx.AsyncClient, pool: _RecordingPool) -> httpx.Response:
+        pool.reply = TypeError("a bug")
+        return await client.post("/api/run/default/rule", json=CC_BODY, headers=AUTH)
+
+    assert _invoke_app(tmp_path, calls).status_code == 500
+
+
+def test_a_client_gone_before_its_body_gets_no_answer_and_breaks_nothing(tmp_path: Path) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def calls(client: httpx.AsyncClient, pool: _RecordingPool) -> tuple[list[dict[str, Any]], int]:
+        app = client._transport.app  # type: ignore[attr-defined]
+        scope = {"type": "http", "method": "POST", "path": "/api/run/default/rule", "query_string": b"",
+                 "headers": [(b"content-length", b"100")]}  # fmt: skip
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return sent, len(pool.jobs)
+
+    assert _invoke_app(tmp_path, calls) == ([], 0)
+
+
+def test_request_ids_are_unique_and_shaped_like_uuid_hex() -> None:
+    from wtpy.runtime._logs import new_request_id
+
+    ids = {new_request_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(len(rid) == 32 and int(rid, 16) >= 0 for rid in ids)
+
+
+def test_iso_time_matches_datetime_to_the_millisecond() -> None:
+    import random
+    from datetime import UTC, datetime
+
+    from wtpy.runtime._logs import iso_time
+
+    stamps = [1_700_000_000 + random.random() * 1e6 for _ in range(2000)] + [1.0005, 5.003, 1_700_000_000.9999996]
+    for ts in sorted(stamps):  # in order and out of it: the cached second must never leak
+        moment = datetime.fromtimestamp(ts, UTC)
+        assert iso_time(ts) == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z", ts
+    for ts in reversed(stamps):
+        moment = datetime.fromtimestamp(ts, UTC)
+        assert iso_time(ts) == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z", ts
