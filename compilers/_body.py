@@ -13,6 +13,7 @@ __all__ = [
     "INVALID_JSON_BODY",
     "NO_BODY",
     "BodyState",
+    "NodeHeaders",
     "is_json_media_type",
     "node_headers",
     "read_body",
@@ -44,13 +45,22 @@ NO_BODY: Final = BodyState.NO_BODY
 INVALID_JSON_BODY: Final = BodyState.INVALID_JSON
 
 
-def node_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+class NodeHeaders(dict[str, str]):
+    """Headers already merged by `node_headers`: passing them again costs nothing."""
+
+
+def node_headers(headers: Mapping[str, str] | Iterable[tuple[str, str] | tuple[bytes, bytes]]) -> NodeHeaders:
     """Header names lowercased, repeated headers merged the way Node's `req.headers` does.
 
-    Takes a mapping (starlette `Headers` yields every raw pair) or the (name, value) pairs.
+    Takes a mapping (starlette `Headers` yields every raw pair) or the (name, value) pairs,
+    as text or as the bytes an ASGI scope carries (decoded as Latin-1, as Node does).
     """
-    merged: dict[str, str] = {}
+    if type(headers) is NodeHeaders:
+        return headers
+    merged = NodeHeaders()
     for raw_key, value in headers.items() if isinstance(headers, Mapping) else headers:
+        if isinstance(raw_key, bytes):
+            raw_key, value = raw_key.decode("latin-1"), value.decode("latin-1")  # type: ignore[union-attr]
         key = raw_key.lower()
         if key not in merged:
             merged[key] = value

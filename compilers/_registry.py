@@ -31,8 +31,7 @@ def get_compiler(name: str) -> Compiler | None:
     """The compiler registered under exactly `name` (no trimming, case-sensitive), else None."""
     if not isinstance(name, str):
         return None
-    with _lock:
-        return _compilers.get(name)
+    return _compilers.get(name)  # one dict read is atomic: no lock on the hot path
 
 
 def compiler_names() -> list[str]:

@@ -60,32 +60,23 @@ def http_protocol(max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> type[asyn
             super().__init__(*args, **kwargs)
             self._wtpy_in_head = True  # before the first request: its head is coming
             self._wtpy_read_bytes = 0  # reads while a head is incomplete (memory guard)
-            self._wtpy_head_bytes = 0  # URL and headers parsed so far (the exact limit)
             self._wtpy_heads = 0  # requests whose head was complete
             self._wtpy_refused = False
 
         def on_message_begin(self) -> None:
             self._wtpy_in_head = True
-            self._wtpy_head_bytes = 0
             super().on_message_begin()
 
-        def on_url(self, url: bytes) -> None:
-            self._wtpy_count(len(url))
-            super().on_url(url)
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self._wtpy_count(len(name) + len(value) + 4)
-            super().on_header(name, value)
-
-        def _wtpy_count(self, size: int) -> None:
-            self._wtpy_head_bytes += size
-            if self._wtpy_head_bytes > limit:
+        def on_headers_complete(self) -> None:
+            # Counted once the head is complete (not per header callback, which would cost
+            # every request two extra Python calls per header); memory meanwhile is bounded
+            # by the read counter in data_received plus at most one read.
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            if size > limit:
                 self._wtpy_refused = True
                 # Aborts parsing: httptools raises HttpParserCallbackError, uvicorn answers
                 # with send_400_response, which answers 431 for us (below).
                 raise ValueError("request head too large")
-
-        def on_headers_complete(self) -> None:
             self._wtpy_in_head = False
             self._wtpy_read_bytes = 0
             self._wtpy_heads += 1

@@ -43,6 +43,18 @@ class _ClientGone(Exception):
     """The client disconnected before its request body arrived: nobody to answer."""
 
 
+_Answer = tuple[int, bytes, tuple[tuple[bytes, bytes], ...]]  # status, body, extra headers
+_INTERNAL_ERROR = ApiError(500, "internal_error", "Internal server error")
+
+
+def _envelope(body: bytes) -> _Answer:
+    return 200, body, ()
+
+
+def _refusal(error: ApiError) -> _Answer:
+    return error.status, api_error_body(error), ()
+
+
 class Invoker:
     """The ASGI app for everything under `/api/run/` (the app routes those paths here)."""
 
@@ -51,43 +63,45 @@ class Invoker:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = new_request_id()
-        reply = _Reply(send, request_id)
         try:
-            await self._invoke(scope, receive, reply, request_id)
+            status, body, extra = await self._invoke(scope, receive, request_id)
         except _ClientGone:
             return
         except Exception as exc:
             # Never the message or a traceback: either could carry hook arguments or secrets.
-            where = _innermost_frame(exc)
-            logger.error("unhandled %s in an invocation (%s)", type(exc).__name__, where)
-            if not reply.started:
-                await reply.error(ApiError(500, "internal_error", "Internal server error"))
+            logger.error("unhandled %s in an invocation (%s)", type(exc).__name__, _innermost_frame(exc))
+            status, body, extra = _refusal(_INTERNAL_ERROR)
+        # Every answer carries the request id, errors included.
+        headers = [_JSON, (b"content-length", b"%d" % len(body)), (_REQUEST_ID, request_id.encode()), *extra]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
-    async def _invoke(self, scope: Scope, receive: Receive, reply: _Reply, request_id: str) -> None:
+    async def _invoke(self, scope: Scope, receive: Receive, request_id: str) -> _Answer:
         started = time.perf_counter()
         method: str = scope["method"]
         if method not in METHODS:
-            return await reply.error(ApiError(405, "method_not_allowed", "Method Not Allowed"), allow=True)
+            status, body, _ = _refusal(ApiError(405, "method_not_allowed", "Method Not Allowed"))
+            return status, body, ((b"allow", _ALLOW),)
         container, _, rest = scope["path"][len(INVOKE_PREFIX) :].partition("/")
         name, _, sub_path = rest.partition("/")
         if not (container and name):
-            return await reply.error(ApiError(404, "not_found", "Not Found"))
+            return _refusal(ApiError(404, "not_found", "Not Found"))
 
         runtime = self.runtime
         webtask = runtime.cached(container, name)  # only valid names are ever stored
         if webtask is None:
             if not (valid_name(container) and valid_name(name)):
-                return await reply.error(ApiError(400, "invalid_name", "Invalid container or webtask name"))
+                return _refusal(ApiError(400, "invalid_name", "Invalid container or webtask name"))
             webtask = await runtime.get(container, name)
             if webtask is None:
-                return await reply.error(ApiError(404, "not_found", f"Webtask {container}/{name} not found"))
+                return _refusal(ApiError(404, "not_found", f"Webtask {container}/{name} not found"))
 
-        headers = node_headers([(key.decode("latin-1"), value.decode("latin-1")) for key, value in scope["headers"]])
+        headers = node_headers(scope["headers"])
         try:
             body = await _read_body(receive, headers.get("content-length"), runtime.settings.max_body_bytes)
         except ApiError as error:  # the webtask exists: its log shows the refused invocation
             _log_refusal(runtime, webtask, request_id, started, error.message)
-            return await reply.error(error)
+            return _refusal(error)
 
         compiler_name = webtask.meta.get("wt-compiler", "")
         compiler = get_compiler(compiler_name)
@@ -95,21 +109,21 @@ class Invoker:
             # The management API refuses unknown compilers; this guards data written by another version.
             envelope = error_envelope("Error", f"Unknown extensibility point compiler {compiler_name!r}")
             _log_refusal(runtime, webtask, request_id, started, envelope_error(envelope))
-            return await reply.envelope(envelope)
+            return _envelope(envelope)
 
         query: bytes = scope["query_string"]
         hook_request = HookRequest(
-            method=method,
-            headers=headers,
-            query=dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {},
-            path=f"/{sub_path}" if sub_path else "",
-            body=body,
+            method,
+            headers,
+            dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {},
+            f"/{sub_path}" if sub_path else "",
+            body,
         )
         prepared = compiler.prepare(hook_request, WebtaskContext(container, name, webtask.meta, webtask.secrets))
         if isinstance(prepared, bytes):
             _log_refusal(runtime, webtask, request_id, started, envelope_error(prepared))
-            return await reply.envelope(prepared)
-        await reply.envelope(await self._run(webtask, compiler, compiler_name, prepared.args, prepared.order, request_id, started))
+            return _envelope(prepared)
+        return _envelope(await self._run(webtask, compiler, compiler_name, prepared.args, prepared.order, request_id, started))
 
     async def _run(
         self,
@@ -152,29 +166,6 @@ class Invoker:
             secrets=webtask.secrets,
         )
         return envelope
-
-
-class _Reply:
-    """Sends the one response of an invocation; every response carries the request id."""
-
-    __slots__ = ("send", "request_id", "started")
-
-    def __init__(self, send: Send, request_id: str) -> None:
-        self.send = send
-        self.request_id = request_id.encode("latin-1")
-        self.started = False
-
-    async def envelope(self, body: bytes) -> None:
-        await self._respond(200, body, ())
-
-    async def error(self, error: ApiError, *, allow: bool = False) -> None:
-        await self._respond(error.status, api_error_body(error), ((b"allow", _ALLOW),) if allow else ())
-
-    async def _respond(self, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...]) -> None:
-        self.started = True
-        headers = [_JSON, (b"content-length", b"%d" % len(body)), (_REQUEST_ID, self.request_id), *extra]
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
-        await self.send({"type": "http.response.body", "body": body})
 
 
 async def _read_body(receive: Receive, declared: str | None, limit: int) -> bytes:

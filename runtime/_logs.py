@@ -35,6 +35,7 @@ import functools
 import itertools
 import json
 import logging
+import math
 import re
 import time
 from collections import deque
@@ -92,7 +93,7 @@ DEFAULT_MAX_MESSAGE_CHARS = 64 * 1024
 MIN_PING_INTERVAL = 0.1
 MAX_PING_INTERVAL = 300.0
 RETRY_MS = 2000
-_ENTRY_OVERHEAD = 256  # rough per-record bookkeeping cost in the byte budgets
+_ENTRY_OVERHEAD = 768  # per-record bookkeeping, names, ids and times in the byte budgets
 _BATCH_BYTES = 64 * 1024
 
 
@@ -113,13 +114,17 @@ _second_text: tuple[int, str] = (-1, "")  # the last second formatted: strftime 
 def iso_time(ts: float) -> str:
     """ISO 8601 UTC with milliseconds: 2026-11-23T10:00:00.123Z."""
     global _second_text
-    micros = round(ts * 1_000_000)  # rounded to the microsecond first, as datetime does
-    second, fraction = divmod(micros, 1_000_000)
+    # Rounded to the microsecond exactly as datetime.fromtimestamp does it.
+    fraction, whole = math.modf(ts)
+    micros = round(fraction * 1_000_000)
+    second = int(whole)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
     cached_second, text = _second_text
     if second != cached_second:
         text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
         _second_text = (second, text)
-    return f"{text}{fraction // 1000:03d}Z"
+    return f"{text}{micros // 1000:03d}Z"
 
 
 # --- masking --------------------------------------------------------------------------------
@@ -252,9 +257,13 @@ def parse_level(text: str) -> int:
 
 
 class _Entry:
-    """One published record: the JSON object, its SSE encoding and what filters look at."""
+    """One published record: the JSON object, its SSE encoding and what filters look at.
 
-    __slots__ = ("id", "ts", "level", "container", "name", "record", "data", "size")
+    The SSE encoding is made when a follower first needs it: most records are never
+    streamed. `size` (for the history's byte budget) counts the record's text instead.
+    """
+
+    __slots__ = ("id", "ts", "level", "container", "name", "record", "_data", "size")
 
     def __init__(self, record_id: int, ts: float, level: int, record: dict[str, Any]) -> None:
         self.id = record_id
@@ -263,8 +272,22 @@ class _Entry:
         self.container: str = record["container"]
         self.name: str | None = record["name"]
         self.record = record
-        self.data = b"id: %d\r\ndata: %s\r\n\r\n" % (record_id, orjson.dumps(record))
-        self.size = len(self.data) + _ENTRY_OVERHEAD
+        self._data: bytes | None = None
+        # The free-text fields; the others (names, ids, times) fit in the overhead.
+        error = record.get("error")
+        stack = record.get("stack")
+        self.size = (
+            _ENTRY_OVERHEAD
+            + len(record["message"])
+            + (len(error) if type(error) is str else 0)
+            + (len(stack) if type(stack) is str else 0)
+        )
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = b"id: %d\r\ndata: %s\r\n\r\n" % (self.id, orjson.dumps(self.record))
+        return self._data
 
 
 @dataclass(frozen=True)
@@ -436,9 +459,11 @@ class LogHub:
         return f"{text[: self.max_message_chars]} [wtpy] message truncated: {extra} more characters"
 
     def _publish(self, ts: float, level: int, record: dict[str, Any]) -> dict[str, Any]:
+        """Give `record` (built with "id" and "time" keys first) its id and time; publish it."""
         record_id = self._next_id
         self._next_id += 1
-        record = {"id": record_id, "time": iso_time(ts), **record}
+        record["id"] = record_id
+        record["time"] = iso_time(ts)
         entry = _Entry(record_id, ts, level, record)
         self._history.append(entry)
         self._history_used += entry.size
@@ -508,6 +533,8 @@ class LogHub:
             stamp = line.get("time")
             ts = float(stamp) if isinstance(stamp, int | float) and stamp > 0 else now
             record = {
+                "id": 0,
+                "time": "",
                 "level": _LEVEL_NAMES[level],
                 "type": "log",
                 "container": container,
@@ -517,16 +544,22 @@ class LogHub:
             }
             published.append(self._publish(ts, level, record))
 
-        error_text, stack = _describe_error(error)
+        error_text, stack = _describe_error(error) if error is not None else (None, None)
         duration = round(float(duration_ms), 1)
-        message = (f"{outcome}: {error_text}" if error_text else outcome) if failed else "success"
+        if failed:
+            message = f"{outcome}: {error_text}" if error_text else outcome
+            message = self._clip(mask(f"{message} ({duration:g} ms)"))
+        else:
+            message = f"success ({duration:g} ms)"  # no text of the hook's: nothing to mask
         summary: dict[str, Any] = {
+            "id": 0,
+            "time": "",
             "level": "error" if failed else "info",
             "type": "invocation",
             "container": container,
             "name": name,
             "request_id": request_id,
-            "message": self._clip(mask(f"{message} ({duration:g} ms)")),
+            "message": message,
             "compiler": compiler,
             "outcome": outcome,
             "duration_ms": duration,

@@ -50,6 +50,8 @@ KILLED_ERROR: dict[str, Any] = {
 }
 
 _REAP_TIMEOUT = 5.0
+# How late past its deadline a job may be noticed (the timeout's resolution).
+DEADLINE_CHECK_SECONDS = 0.01
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 
@@ -96,7 +98,9 @@ class _Proc(asyncio.SubprocessProtocol):
         self._frames: deque[tuple[int, dict[str, Any] | FrameError]] = deque()  # (size, frame)
         self._queued = 0  # payload bytes in _frames
         self._waiter: asyncio.Future[None] | None = None
-        self._exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Kept: asyncio.get_running_loop() costs a getpid() syscall on every call (3.11).
+        self.loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[None] = self.loop.create_future()
 
     # -- protocol callbacks
 
@@ -169,7 +173,7 @@ class _Proc(asyncio.SubprocessProtocol):
                 raise TimeoutError
             if self.eof:
                 raise FrameError("peer closed the stream")
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self.loop.create_future()
             try:
                 await self._waiter
             finally:
@@ -285,6 +289,10 @@ class WorkerPool:
         self._started = False
         self._closed = False
         self._close_done = asyncio.Event()
+        # Deadlines of the jobs in flight, checked every DEADLINE_CHECK_SECONDS while there
+        # are any: cheaper than arming and cancelling a timer for every job.
+        self._deadlines: dict[_Proc, float] = {}
+        self._deadline_check: asyncio.TimerHandle | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -325,6 +333,9 @@ class WorkerPool:
             await self._close_done.wait()
             return
         self._closed = True
+        if self._deadline_check is not None:
+            self._deadline_check.cancel()
+            self._deadline_check = None
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
@@ -385,13 +396,11 @@ class WorkerPool:
         except BaseException:
             self._release(worker)
             raise
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        proc = worker.proc
+        deadline = proc.loop.time() + timeout
         started = time.perf_counter()
         worker.keys.add(key)
-        proc = worker.proc
-        # A plain timer rather than asyncio.timeout_at: it is set and cancelled on every job.
-        timer = loop.call_at(deadline, proc.expire)
+        self._watch_deadline(proc, deadline)
         try:
             proc.write(frame)
             reply = await proc.read()
@@ -425,7 +434,7 @@ class WorkerPool:
             self._discard(worker, "unexpected error mid-job")  # never leak a busy worker
             raise
         finally:
-            timer.cancel()
+            self._deadlines.pop(proc, None)
         duration = (time.perf_counter() - started) * 1000.0
 
         if reply.get("id") != job_id or reply.get("need_code"):
@@ -446,6 +455,24 @@ class WorkerPool:
         if not isinstance(error, dict):
             error = {"name": "Error", "message": "The hook failed without an error description"}
         return JobResult("error", error=error, logs=logs, duration_ms=duration)
+
+    def _watch_deadline(self, proc: _Proc, deadline: float) -> None:
+        self._deadlines[proc] = deadline
+        if self._deadline_check is None:
+            self._deadline_check = proc.loop.call_later(DEADLINE_CHECK_SECONDS, self._check_deadlines)
+
+    def _check_deadlines(self) -> None:
+        """Expire the jobs past their deadline (their read() raises TimeoutError)."""
+        self._deadline_check = None
+        if not self._deadlines:
+            return  # idle: the next job starts the checks again
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for proc, deadline in list(self._deadlines.items()):
+            if now >= deadline:
+                del self._deadlines[proc]
+                proc.expire()
+        self._deadline_check = loop.call_later(DEADLINE_CHECK_SECONDS, self._check_deadlines)
 
     def _finish(self, worker: _Worker, reply: dict[str, Any]) -> None:
         """Account a completed job and hand the worker back (or replace it)."""

@@ -44,6 +44,8 @@ def serve(
         h11_max_incomplete_event_size=settings.max_header_bytes,
         # Access logs would record query strings (which may carry keys); wtpy logs its own records.
         access_log=False,
+        # wtpy never looks at the client's address: no X-Forwarded-* rewriting per request.
+        proxy_headers=False,
         log_level="info",
         lifespan="on",
     )

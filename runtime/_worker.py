@@ -15,7 +15,6 @@ import inspect
 import itertools
 import math
 import os
-import random
 import resource
 import signal
 import sys
@@ -24,8 +23,9 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from time import process_time
 from types import FrameType, FunctionType, GeneratorType, TracebackType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import orjson
 
@@ -101,17 +101,20 @@ def _limit_address_space(memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (soft, wanted))
 
 
-@contextlib.contextmanager
-def _serialization_room() -> Any:
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if soft == hard:
-        yield
-        return
-    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+class _SerializationRoom:
+    """`with _SerializationRoom():` soft RLIMIT_AS = hard inside, restored on the way out.
+    A class, not @contextmanager: half the cost, on every job."""
+
+    __slots__ = ("_soft", "_hard")
+
+    def __enter__(self) -> None:
+        self._soft, self._hard = soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._soft != self._hard:
+            resource.setrlimit(resource.RLIMIT_AS, (self._soft, self._hard))
 
 
 def _apply_rlimits(memory_mb: int) -> None:
@@ -192,8 +195,10 @@ def _set_cpu_budget(seconds: float | None) -> None:
     if seconds is None:
         soft = hard
     else:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        used = usage.ru_utime + usage.ru_stime
+        # CPU time of the process, the clock RLIMIT_CPU counts: getrusage's ru_utime +
+        # ru_stime add up to the same, at twice the cost. (Imported by name, not looked up
+        # on `time`, a module hooks can import.)
+        used = process_time()
         soft = max(math.ceil(used + seconds), math.floor(used) + 1)
         if hard != resource.RLIM_INFINITY:
             soft = min(soft, hard)
@@ -451,7 +456,7 @@ def _serialize(value: Any) -> bytes | _Failure:
     if _json_surely_longer(value, MAX_RESULT_BYTES):
         return _Failure("Error", SERIALIZE_ERROR, [], cause=f"the result exceeds {MAX_RESULT_BYTES} bytes")
     try:
-        with _serialization_room():
+        with _SerializationRoom():
             payload = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     except orjson.JSONEncodeError as exc:
         # The message is fixed by the wire contract; the stack says why.
@@ -461,8 +466,8 @@ def _serialize(value: Any) -> bytes | _Failure:
     return payload
 
 
-@dataclass(frozen=True)
-class _Job:
+# A NamedTuple: immutable, and built 3 times faster than a frozen dataclass.
+class _Job(NamedTuple):
     id: Any
     key: str
     code: str | None
@@ -475,34 +480,38 @@ class _Job:
 
     @classmethod
     def parse(cls, frame: Mapping[str, Any]) -> _Job:
-        key, code, filename = frame.get("key"), frame.get("code"), frame.get("filename")
-        args, order = frame.get("args") or {}, frame.get("order") or []
-        limits = {**DEFAULT_LIMITS, **(frame.get("limits") or {})}
+        get = frame.get
+        key, code, filename = get("key"), get("code"), get("filename")
+        args, order, limits = get("args") or {}, get("order") or [], get("limits")
+        limits = {**DEFAULT_LIMITS, **limits} if limits else DEFAULT_LIMITS
         if not isinstance(key, str) or not (code is None or isinstance(code, str)):
             raise ValueError("a run frame needs a string key and code that is a string or null")
-        if not isinstance(args, dict) or not isinstance(order, list) or not all(isinstance(name, str) for name in order):
+        if (
+            not isinstance(args, dict)
+            or not isinstance(order, list)
+            or not all(map(isinstance, order, itertools.repeat(str)))  # a C loop, no generator
+        ):
             raise ValueError("a run frame needs args as an object and order as a list of names")
         cpu = limits["cpu_seconds"]
         return cls(
-            id=frame.get("id"),
-            key=key,
-            code=code,
-            filename=filename if isinstance(filename, str) else "<webtask>",
-            args=args,
-            order=list(order),
-            cpu_seconds=None if cpu is None else float(cpu),
-            max_log_lines=int(limits["max_log_lines"]),
-            max_log_bytes=int(limits["max_log_bytes"]),
+            get("id"),
+            key,
+            code,
+            filename if isinstance(filename, str) else "<webtask>",
+            args,
+            list(order),
+            None if cpu is None else float(cpu),
+            int(limits["max_log_lines"]),
+            int(limits["max_log_bytes"]),
         )
 
 
 def _invoke(compiled: CompiledHook, job: _Job) -> tuple[dict[str, Any], bool]:
     """Run the hook once in fresh globals: (reply without id, saw MemoryError)."""
     sink = LogSink(job.max_log_lines, job.max_log_bytes)
+    # (The `random` module's process-wide state is reseeded by the import guard, in the
+    # invocations that can reach it: see make_globals.)
     namespace = make_globals(sink)
-    # The `random` module's state is process-wide: no hook sees another's seed. 256 bits
-    # from the OS (random.seed() would read 2,496 bytes: twice the cost, no gain here).
-    random.seed(int.from_bytes(os.urandom(32), "big"))
     callback = _Callback(sink)
     callback_style = False
     failure: _Failure | None = None
@@ -667,7 +676,7 @@ def main() -> int:
             if frame is None:
                 return 0  # the pool closed our stdin
             reply = worker.handle(frame)
-            with _serialization_room():  # encoding a big result reserves a lot (see above)
+            with _SerializationRoom():  # encoding a big result reserves a lot (see above)
                 write_frame_blocking(proto_out, reply)
     except BrokenPipeError:
         return 0

@@ -369,7 +369,10 @@ def test_iso_time_matches_datetime_to_the_millisecond() -> None:
 
     from wtpy.runtime._logs import iso_time
 
-    stamps = [1_700_000_000 + random.random() * 1e6 for _ in range(2000)] + [1.0005, 5.003, 1_700_000_000.9999996]
+    rng = random.Random(7)
+    stamps = [1_700_000_000 + rng.random() * 1e6 for _ in range(20_000)]
+    # Half-way cases, where rounding the float itself to microseconds differs from datetime's.
+    stamps += [1.0005, 5.003, 1_700_000_000.9999996, 1_700_086_698.7339995, 1_700_453_691.1549995]
     for ts in sorted(stamps):  # in order and out of it: the cached second must never leak
         moment = datetime.fromtimestamp(ts, UTC)
         assert iso_time(ts) == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z", ts

@@ -13,7 +13,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from wtpy.runtime._pool import JobResult, PoolClosedError, WorkerPool, WorkerStartError
+from wtpy.runtime._pool import (
+    DEADLINE_CHECK_SECONDS,
+    ArgumentsNotEncodable,
+    JobResult,
+    PoolClosedError,
+    WorkerPool,
+    WorkerStartError,
+)
 
 HERE = Path(__file__).resolve().parent
 FAKE = [sys.executable, "-I", str(HERE / "fake_worker.py")]
@@ -199,6 +206,28 @@ def test_timeout_message_formats_seconds() -> None:
             result = await job(pool, "sleep", seconds=30, timeout=1.0)
             assert result.error is not None
             assert result.error["message"] == "Script execution timed out after 1 seconds"
+        finally:
+            await pool.close()
+
+    arun(scenario)
+
+
+def test_timeouts_are_noticed_within_the_deadline_check_and_checks_stop_when_idle() -> None:
+    async def scenario() -> None:
+        pool = fake_pool(2)
+        await pool.start()
+        try:
+            short, long = await asyncio.gather(
+                job(pool, "sleep", seconds=30, timeout=0.2), job(pool, "sleep", seconds=30, timeout=0.6)
+            )
+            for result, timeout in ((short, 0.2), (long, 0.6)):
+                assert result.outcome == "timeout"
+                # Not before the deadline; late by the check interval plus scheduling slack.
+                assert timeout * 1000 <= result.duration_ms < (timeout + DEADLINE_CHECK_SECONDS + 0.25) * 1000
+            await wait_for_capacity(pool, 2)
+            assert (await job(pool, "echo", 1)).result == 1
+            await asyncio.sleep(DEADLINE_CHECK_SECONDS * 3)
+            assert pool._deadline_check is None and not pool._deadlines  # no timer while idle
         finally:
             await pool.close()
 
@@ -489,7 +518,7 @@ def test_unserialisable_arguments_raise_without_losing_the_worker() -> None:
         pool = fake_pool(1)
         await pool.start()
         try:
-            with pytest.raises(TypeError):
+            with pytest.raises(ArgumentsNotEncodable):  # a TypeError, nothing else
                 await job(pool, "echo", {1, 2})  # a set is not JSON
             assert (await job(pool, "echo", [1, 2])).result == [1, 2]
         finally:

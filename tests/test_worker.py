@@ -474,6 +474,134 @@ def test_module_constants_and_random_state_are_not_shared(worker: Worker) -> Non
     assert result(worker.run(check))[1] != 0.13436424411240122  # random.seed(1); random.random()
 
 
+def test_random_state_is_fresh_however_the_hook_imports_it(worker: Worker) -> None:
+    seeded = "import random\n\ndef hook(client, scope, audience, context):\n    random.seed(1)\n    return 0\n"
+    readers = [
+        "def hook(client, scope, audience, context):\n    import random\n    return random.random()\n",
+        "from random import random\n\ndef hook(client, scope, audience, context):\n    return random()\n",
+        "import json, random\n\ndef hook(client, scope, audience, context):\n    return random.random()\n",
+    ]
+    values = []
+    for reader in readers:
+        assert result(worker.run(seeded)) == 0
+        values.append(result(worker.run(reader)))
+    assert 0.13436424411240122 not in values and len(set(values)) == 3  # random.seed(1); random.random()
+
+
+def test_cached_gauss_value_does_not_carry_over(worker: Worker) -> None:
+    """random.gauss() keeps its second value in the instance (gauss_next): the reseed
+    (random.seed, not the C-level seed alone) drops it too."""
+    import random
+
+    first = "import random\n\ndef hook(client, scope, audience, context):\n    random.seed(1)\n    return random.gauss(0, 1)\n"
+    second = "import random\n\ndef hook(client, scope, audience, context):\n    return random.gauss(0, 1)\n"
+    seeded = random.Random(1)
+    assert result(worker.run(first)) == seeded.gauss(0, 1)
+    assert result(worker.run(second)) != seeded.gauss(0, 1)
+
+
+def test_hook_seed_holds_across_its_own_imports(worker: Worker) -> None:
+    """The reseed happens once, at the invocation's first import: a later `import random`
+    (in a function, say) does not undo the hook's own random.seed()."""
+    code = """
+    import random
+
+    def draw():
+        import random as again
+        from random import random as r
+        return [again.random(), r()]
+
+    def hook(client, scope, audience, context):
+        random.seed(7)
+        return draw()
+    """
+    import random
+
+    expected = random.Random(7)
+    assert result(worker.run(code)) == [expected.random(), expected.random()]
+
+
+def _in_process_run(code: str) -> dict[str, Any]:
+    from wtpy.runtime import _worker
+
+    frame = {"id": 1, "op": "run", "key": textwrap.dedent(code), "code": textwrap.dedent(code),
+             "args": CC_ARGS, "order": CC_ORDER, "limits": {"cpu_seconds": None}}  # fmt: skip
+    return _worker.Worker(memory_mb=0).handle(frame)
+
+
+def test_only_imports_that_reach_random_state_reseed_it() -> None:
+    """In process, to watch the `random` module's state itself: an invocation that cannot
+    reach it leaves it alone (the cost is skipped), one that imports `random` or `uuid`
+    (uuid1 and getnode draw from it) gets fresh state."""
+    import random
+
+    seed = "import random\n\ndef hook(client, scope, audience, context):\n    random.seed(1)\n"
+    assert _in_process_run(seed)["ok"] is True
+    state = random.getstate()
+    assert _in_process_run("import json\n\ndef hook(client, scope, audience, context):\n    return 1\n")["ok"]
+    assert random.getstate() == state
+    for module in ("uuid", "random"):
+        assert _in_process_run(seed)["ok"] is True
+        state = random.getstate()
+        assert _in_process_run(f"import {module}\n\ndef hook(client, scope, audience, context):\n    return 1\n")["ok"]
+        assert random.getstate() != state, module
+
+
+def test_no_other_allowed_module_reaches_random_state() -> None:
+    """RANDOM_STATE_MODULES lists every allowed module through which a hook reaches the
+    `random` module's shared state: no other one uses `random` in its source, nor exposes
+    it (or uuid) through public attributes."""
+    import random
+    import re
+    import types
+
+    from wtpy.runtime._policy import ALLOWED_MODULES, RANDOM_STATE_MODULES, _module_allowed
+
+    assert RANDOM_STATE_MODULES <= ALLOWED_MODULES
+    others = {
+        name: module
+        for name, module in sys.modules.items()
+        if name.partition(".")[0] in ALLOWED_MODULES - RANDOM_STATE_MODULES
+    }
+    uses_random = re.compile(r"^\s*(import|from)\s+random\b|\brandom\.[a-z_]+\(", re.MULTILINE)
+    for name, module in others.items():
+        path = getattr(module, "__file__", None) or ""
+        if path.endswith(".py"):
+            assert not uses_random.search(Path(path).read_text(encoding="utf-8")), name
+
+    def reached(roots: list[tuple[str, Any]]) -> list[str]:
+        def is_random_state(obj: Any) -> bool:
+            if obj is random or obj is random._inst or getattr(obj, "__self__", None) is random._inst:
+                return True
+            return isinstance(obj, types.ModuleType) and obj.__name__.partition(".")[0] in RANDOM_STATE_MODULES
+
+        found, seen, keep = [], set(), []  # keep: ids stay unique while we walk
+        frontier = roots
+        for _ in range(4):  # attribute chains of up to 4 names, public ones only
+            following = []
+            for path, obj in frontier:
+                if id(obj) in seen:
+                    continue
+                seen.add(id(obj))
+                keep.append(obj)
+                for attribute in dir(obj):
+                    if attribute.startswith("_"):
+                        continue
+                    try:
+                        value = getattr(obj, attribute)
+                    except Exception:
+                        continue
+                    if is_random_state(value):
+                        found.append(f"{path}.{attribute}")
+                    elif not (isinstance(value, types.ModuleType) and not _module_allowed(value)):
+                        following.append((f"{path}.{attribute}", value))
+            frontier = following
+        return found
+
+    assert "random.random" in reached([("random", random)])  # the walk does find it
+    assert reached(sorted(others.items())) == []
+
+
 def test_future_import_and_submodules_allowed(worker: Worker) -> None:
     code = """
     from __future__ import annotations
