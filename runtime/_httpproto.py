@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from ._invoke import INVOKE_PREFIX
+
 __all__ = ["DEFAULT_MAX_HEADER_BYTES", "http_protocol"]
 
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
@@ -29,6 +31,7 @@ DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 LINGER_SECONDS = 2.0
 
 logger = logging.getLogger("wtpy")
+
 
 
 def _response_431(limit: int) -> bytes:
@@ -49,11 +52,16 @@ def _response_431(limit: int) -> bytes:
 def http_protocol(max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> type[asyncio.Protocol] | str:
     """The `http=` argument for uvicorn: httptools with a head-size cap, or "h11"."""
     try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+        from uvicorn.protocols.http.httptools_impl import (
+            STATUS_LINE,
+            HttpToolsProtocol,
+            RequestResponseCycle,
+        )
     except ImportError:  # httptools not installed: h11 enforces h11_max_incomplete_event_size
         return "h11"
     limit = max(1024, int(max_header_bytes))
     too_large = _response_431(limit)
+    invocation_cycle = _invocation_cycle(RequestResponseCycle, STATUS_LINE)
 
     class LimitedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -81,6 +89,14 @@ def http_protocol(max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> type[asyn
             self._wtpy_read_bytes = 0
             self._wtpy_heads += 1
             super().on_headers_complete()
+            cycle = self.cycle
+            if (
+                type(cycle) is RequestResponseCycle
+                and cycle.scope is self.scope  # this request's (not an upgrade's leftover)
+                and self.scope["path"].startswith(INVOKE_PREFIX)
+            ):
+                # Its task has not run yet: it will answer through the one-write send.
+                cycle.__class__ = invocation_cycle
 
         def send_400_response(self, msg: str) -> None:
             if self._wtpy_refused:
@@ -117,3 +133,56 @@ def http_protocol(max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> type[asyn
             self.loop.call_later(LINGER_SECONDS, transport.close)
 
     return LimitedHttpToolsProtocol
+
+
+def _invocation_cycle(base: type[Any], status_line: dict[int, bytes]) -> type[Any]:
+    """uvicorn's request/response cycle for invocations, answering in one write.
+
+    The invocation handler always sends one `http.response.start` whose headers it built
+    itself (fixed names; values that are constants, digits or hex), then one complete
+    `http.response.body`. This cycle holds the head until the body and writes both at once:
+    one syscall, one loopback segment and one wake-up of the client instead of two each, and
+    no per-header validation of values that cannot be invalid. Any other sequence of
+    messages goes through uvicorn's own `send`, unchanged.
+    """
+
+    class InvocationCycle(base):  # type: ignore[misc, valid-type]
+        _held: dict[str, Any] | None = None
+
+        async def send(self, message: Any) -> None:
+            kind = message["type"]
+            if kind == "http.response.start" and not self.response_started and self._held is None:
+                self._held = message
+                return
+            held = self._held
+            if held is None or kind != "http.response.body" or message.get("more_body", False):
+                if held is not None:  # not the expected shape: let uvicorn send it all
+                    self._held = None
+                    await super().send(held)
+                await super().send(message)
+                return
+            self._held = None
+            if self.flow.write_paused and not self.disconnected:
+                await self.flow.drain()
+            if self.disconnected:
+                return
+            self.response_started = True
+            self.waiting_for_100_continue = False
+            content = [status_line[held["status"]]]
+            for name, value in (*self.default_headers, *held.get("headers", ())):
+                if name == b"connection" and b"close" in value.lower():
+                    self.keep_alive = False
+                content += (name, b": ", value, b"\r\n")
+            if not self.keep_alive and not any(name == b"connection" for name, _ in held.get("headers", ())):
+                content.append(b"connection: close\r\n")
+            content.append(b"\r\n")
+            if self.scope["method"] != "HEAD":
+                content.append(message.get("body", b""))
+            self.transport.write(b"".join(content))
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+
+    return InvocationCycle

@@ -379,3 +379,165 @@ def test_iso_time_matches_datetime_to_the_millisecond() -> None:
     for ts in reversed(stamps):
         moment = datetime.fromtimestamp(ts, UTC)
         assert iso_time(ts) == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z", ts
+
+
+# --------------------------------------------------------------------------- one-write answers (real server)
+
+
+def _wire(server: Any, data: bytes, *, until_close: bool = True, timeout: float = 10) -> bytes:
+    """Send raw bytes to the server; what comes back until it closes (or a read times out)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+                if not until_close and received.count(b"HTTP/1.1 200") >= 2 and received.endswith(b"}"):
+                    break
+        except TimeoutError:
+            pass
+    return received
+
+
+def _post(path: str, body: bytes, *extra: str, version: str = "1.1", method: str = "POST") -> bytes:
+    head = [f"{method} {path} HTTP/{version}", "Host: wtpy", "Content-Type: application/json",
+            f"Authorization: Bearer {SECRET}", f"Content-Length: {len(body)}", *extra]  # fmt: skip
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def _answers(raw: bytes) -> list[tuple[str, dict[str, str], bytes]]:
+    """Split a stream of HTTP/1.1 answers (Content-Length framed) into (status line, headers, body)."""
+    answers = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        status, *lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        size = int(headers.get("content-length", "0"))
+        if status.startswith("HTTP/1.1 100"):
+            size = 0
+        answers.append((status, headers, rest[:size]))
+        raw = rest[size:]
+    return answers
+
+
+@pytest.fixture(scope="module")
+def echo_rule(server: Any) -> str:
+    from tests.conftest import cc_meta
+
+    name = "one-write-echo"
+    code = "def hook(client, scope, audience, context):\n    return {'client': client, 'method': context['webtask']['method']}\n"
+    assert server.put(name, code, cc_meta(SECRET), {"auth0-extension-secret": SECRET}).status_code in (200, 201)
+    return f"/api/run/default/{name}"
+
+
+BODY_A = orjson.dumps({**CC_BODY, "client": {"id": "a"}})
+BODY_B = orjson.dumps({**CC_BODY, "client": {"id": "b"}})
+
+
+def test_keep_alive_and_pipelined_invocations_answer_in_order(server: Any, echo_rule: str) -> None:
+    raw = _wire(server, _post(echo_rule, BODY_A) + _post(echo_rule, BODY_B), until_close=False, timeout=5)
+    answers = _answers(raw)
+    assert [status for status, _, _ in answers] == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"]
+    assert [orjson.loads(body)["data"]["client"]["id"] for _, _, body in answers] == ["a", "b"]
+    for _, headers, body in answers:
+        assert headers["content-type"] == "application/json"
+        assert int(headers["content-length"]) == len(body)
+        assert len(headers["x-wtpy-request-id"]) == 32
+        assert "date" in headers and "connection" not in headers  # kept alive
+
+
+def test_connection_close_and_http_1_0_close_after_the_answer(server: Any, echo_rule: str) -> None:
+    for request in (_post(echo_rule, BODY_A, "Connection: close"), _post(echo_rule, BODY_A, version="1.0")):
+        (status, headers, body), = _answers(_wire(server, request))  # returns: the server closed
+        assert status == "HTTP/1.1 200 OK"
+        assert headers["connection"] == "close"
+        assert orjson.loads(body)["data"]["client"] == {"id": "a"}
+
+
+def test_head_gets_the_headers_without_a_body(server: Any, echo_rule: str) -> None:
+    raw = _wire(server, _post(echo_rule, b"", "Connection: close", method="HEAD"))
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: " in head
+    assert rest == b""
+
+
+def test_expect_100_continue_then_the_answer(server: Any, echo_rule: str) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(_post(echo_rule, b"", "Expect: 100-continue").replace(b"Content-Length: 0", b"Content-Length: %d" % len(BODY_B)))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(BODY_B + _post(echo_rule, BODY_A, "Connection: close"))
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    answers = _answers(raw)
+    assert [orjson.loads(body)["data"]["client"]["id"] for _, _, body in answers] == ["b", "a"]
+
+
+def test_errors_on_the_invocation_path_use_the_same_framing(server: Any, echo_rule: str) -> None:
+    raw = _wire(server, _post("/api/run/default/no-such-rule", BODY_A) + _post(echo_rule + "x/", BODY_A, method="TRACE")
+                + _post(echo_rule, BODY_A, "Connection: close"))  # fmt: skip
+    (s1, h1, b1), (s2, h2, b2), (s3, _, b3) = _answers(raw)
+    assert s1.startswith("HTTP/1.1 404") and orjson.loads(b1)["error"] == "not_found"
+    assert s2.startswith("HTTP/1.1 405") and "POST" in h2["allow"] and orjson.loads(b2)["error"] == "method_not_allowed"
+    assert s3 == "HTTP/1.1 200 OK" and orjson.loads(b3)["status"] == "success"
+
+
+def test_invocation_answers_are_one_write_and_other_paths_are_uvicorns() -> None:
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from wtpy.runtime._httpproto import http_protocol
+
+    body = b'{"status":"success"}'
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    class Transport(asyncio.Transport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[bytes] = []
+
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            self.writes.append(bytes(data))
+
+        def is_closing(self) -> bool:
+            return False
+
+        def close(self) -> None: ...
+
+        def pause_reading(self) -> None: ...
+
+        def resume_reading(self) -> None: ...
+
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return {"peername": ("127.0.0.1", 1), "sockname": ("127.0.0.1", 2)}.get(name, default)
+
+    async def scenario(path: str) -> list[bytes]:
+        config = Config(app=app, proxy_headers=False, access_log=False)
+        config.load()
+        protocol = http_protocol()(config, ServerState(), app_state={})  # type: ignore[operator]
+        transport = Transport()
+        protocol.connection_made(transport)
+        for _ in range(2):
+            protocol.data_received(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}".encode())
+            for _ in range(5):
+                await asyncio.sleep(0)
+        protocol.connection_lost(None)
+        return transport.writes
+
+    invocation = asyncio.run(scenario("/api/run/default/rule"))
+    assert len(invocation) == 2 and all(write.endswith(b"\r\n\r\n" + body) for write in invocation)
+    assert all(write.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 20\r\n" in write for write in invocation)
+    other = asyncio.run(scenario("/api/webtask/default"))
+    assert len(other) == 4 and other[1] == other[3] == body  # head, body, head, body
