@@ -371,7 +371,7 @@ cli.add_lazy_command("tokenserver", "wtpy.tokenserver:command")  # reference OAu
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    help="Sandbox worker processes (default: the number of CPUs, at least 2).",
+    help="Sandbox worker processes (default: the number of CPUs plus one, at least 2).",
 )
 def serve(host: str, port: int, data_dir: Path | None, workers: int | None) -> None:
     """Run the wtpy runtime server in the foreground.

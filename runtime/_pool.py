@@ -114,6 +114,11 @@ class _Proc(asyncio.SubprocessProtocol):
         if fd != 1 or self.eof:
             return
         buffer = self._buffer
+        if not buffer and 4 <= len(data) <= 4 + MAX_FRAME_BYTES and len(data) == 4 + int.from_bytes(data[:4], "big"):
+            # The usual case: one whole reply in one read; decoded without a copy.
+            self._accept(len(data) - 4, memoryview(data)[4:])
+            self._wake()
+            return
         buffer += data
         while len(buffer) >= 4:
             length = int.from_bytes(buffer[:4], "big")
@@ -125,18 +130,24 @@ class _Proc(asyncio.SubprocessProtocol):
                 break
             payload = bytes(buffer[4:end])
             del buffer[:end]
-            # The pool asks for one reply at a time: a worker that sends more than a frame's
-            # worth nobody has read yet is broken (or hostile); stop buffering its output.
-            self._queued += length
-            if self._queued > MAX_FRAME_BYTES:
-                self._break(FrameError("the worker sent frames nobody asked for"))
-                break
-            try:
-                self._frames.append((length, decode(payload)))
-            except FrameError as exc:
-                self._break(exc)
+            if not self._accept(length, payload):
                 break
         self._wake()
+
+    def _accept(self, length: int, payload: bytes | memoryview) -> bool:
+        """Queue one frame; False (and the stream broken) when it cannot be accepted."""
+        # The pool asks for one reply at a time: a worker that sends more than a frame's
+        # worth nobody has read yet is broken (or hostile); stop buffering its output.
+        self._queued += length
+        if self._queued > MAX_FRAME_BYTES:
+            self._break(FrameError("the worker sent frames nobody asked for"))
+            return False
+        try:
+            self._frames.append((length, decode(payload)))
+        except FrameError as exc:
+            self._break(exc)
+            return False
+        return True
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1:
@@ -507,6 +518,9 @@ class WorkerPool:
             if not self._started:
                 raise RuntimeError("WorkerPool.start() has not been called")
             if self._idle:
+                # First in, first out. (Last in, first out keeps one warm worker busy at low
+                # load, +8% at c=1, but it also hands every big job's grown heap to the next
+                # tenant: a MemoryError where a fresh worker would have coped.)
                 worker: _Worker | None = self._idle.popleft()
             else:
                 waiter: asyncio.Future[_Worker | None] = asyncio.get_running_loop().create_future()

@@ -24,7 +24,7 @@ def encode(message: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
-def decode(payload: bytes) -> dict[str, Any]:
+def decode(payload: bytes | memoryview) -> dict[str, Any]:
     try:
         message = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:

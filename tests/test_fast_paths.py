@@ -53,6 +53,16 @@ def test_frames_survive_any_chunking(size: int) -> None:
     assert isinstance(error, FrameError) and "closed" in str(error)
 
 
+def test_whole_frames_one_per_read_take_the_no_copy_path() -> None:
+    frames, error = _feed([encode(frame) for frame in FRAMES])
+    assert frames == FRAMES
+    assert isinstance(error, FrameError) and "closed" in str(error)
+    # A whole frame right after a partial one still goes through the buffer, in order.
+    first, second = encode(FRAMES[0]), encode(FRAMES[1])
+    frames, _ = _feed([first[:3], first[3:], second, b"\x00\x00\x00\x02{x"])
+    assert frames == FRAMES[:2]
+
+
 def test_frames_before_garbage_are_kept_and_the_garbage_ends_the_stream() -> None:
     frames, error = _feed([encode({"id": 1}) + b"\x00\x00\x00\x02{x" + encode({"id": 2})])
     assert frames == [{"id": 1}]
