@@ -16,6 +16,7 @@ incomplete, which may overshoot by one socket read. Either way memory stays boun
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from typing import Any
 
@@ -79,7 +80,8 @@ def http_protocol(max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> type[asyn
             # Counted once the head is complete (not per header callback, which would cost
             # every request two extra Python calls per header); memory meanwhile is bounded
             # by the read counter in data_received plus at most one read.
-            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            headers = self.headers
+            size = len(self.url) + 4 * len(headers) + sum(map(len, itertools.chain.from_iterable(headers)))
             if size > limit:
                 self._wtpy_refused = True
                 # Aborts parsing: httptools raises HttpParserCallbackError, uvicorn answers

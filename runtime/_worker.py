@@ -91,14 +91,21 @@ def _lower(limit: int, value: int) -> None:
 SERIALIZE_HEADROOM = 8 * 1024 * 1024 * 1024
 
 
+# RLIMIT_AS as _limit_address_space set it. Only this process changes it, so the room
+# below need not read it back on every job (one syscall fewer per use).
+_address_space: tuple[int, int] | None = None
+
+
 def _limit_address_space(memory_mb: int) -> None:
     """Soft RLIMIT_AS = the worker's memory; hard = that plus SERIALIZE_HEADROOM."""
+    global _address_space
     soft = memory_mb * 1024 * 1024
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     wanted = soft + SERIALIZE_HEADROOM
     if hard != resource.RLIM_INFINITY:
         soft, wanted = min(soft, hard), min(wanted, hard)
     resource.setrlimit(resource.RLIMIT_AS, (soft, wanted))
+    _address_space = (soft, wanted)
 
 
 class _SerializationRoom:
@@ -108,7 +115,8 @@ class _SerializationRoom:
     __slots__ = ("_soft", "_hard")
 
     def __enter__(self) -> None:
-        self._soft, self._hard = soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limits = _address_space or resource.getrlimit(resource.RLIMIT_AS)
+        self._soft, self._hard = soft, hard = limits
         if soft != hard:
             resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
 
