@@ -152,6 +152,11 @@ class Invoker:
             return compiler.failure({"name": "Error", "message": TOO_DEEP, "stack": f"Error: {TOO_DEEP}"})
         if outcome.outcome == "success":
             envelope = compiler.success(outcome.result, outcome.has_result)
+            if not outcome.logs:
+                runtime.logs.publish_success(
+                    webtask.container, webtask.name, request_id, compiler_name, outcome.duration_ms
+                )
+                return envelope
         else:
             envelope = compiler.failure(outcome.error or {"name": "Error", "message": "Unknown error"})
         runtime.logs.publish_invocation(

@@ -290,6 +290,42 @@ class _Entry:
         return self._data
 
 
+class _SuccessEntry(_Entry):
+    """A success summary whose record is built when it is first read (records, streams)."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(
+        self, record_id: int, ts: float, container: str, name: str, request_id: str, compiler: str, duration_ms: float
+    ) -> None:
+        self.id = record_id
+        self.ts = ts
+        self.level = LEVELS["info"]
+        self.container = container
+        self.name = name
+        self._data = None
+        self._fields = (request_id, compiler, round(float(duration_ms), 1))
+        self.size = _ENTRY_OVERHEAD + 32  # the message: "success (<duration> ms)"
+
+    @property  # type: ignore[override]
+    def record(self) -> dict[str, Any]:
+        request_id, compiler, duration = self._fields
+        return {
+            "id": self.id,
+            "time": iso_time(self.ts),
+            "level": "info",
+            "type": "invocation",
+            "container": self.container,
+            "name": self.name,
+            "request_id": request_id,
+            "message": f"success ({duration:g} ms)",
+            "compiler": compiler,
+            "outcome": "success",
+            "duration_ms": duration,
+            "error": None,
+        }
+
+
 @dataclass(frozen=True)
 class LogFilter:
     """What one subscriber wants: one container, optionally one webtask and a minimum level."""
@@ -464,7 +500,10 @@ class LogHub:
         self._next_id += 1
         record["id"] = record_id
         record["time"] = iso_time(ts)
-        entry = _Entry(record_id, ts, level, record)
+        self._add(_Entry(record_id, ts, level, record))
+        return record
+
+    def _add(self, entry: _Entry) -> None:
         self._history.append(entry)
         self._history_used += entry.size
         while len(self._history) > self.history_size or (
@@ -475,8 +514,15 @@ class LogHub:
             if subscriber.filter.matches(entry):
                 subscriber.offer(entry)
             else:
-                subscriber.seen_id = record_id
-        return record
+                subscriber.seen_id = entry.id
+
+    def publish_success(self, container: str, name: str, request_id: str, compiler: str, duration_ms: float) -> None:
+        """The summary of a successful invocation without hook output: the most common
+        record by far, kept as its fields until someone reads it (see _SuccessEntry).
+        The same record as publish_invocation(outcome="success") would publish."""
+        record_id = self._next_id
+        self._next_id += 1
+        self._add(_SuccessEntry(record_id, time.time(), container, name, request_id, compiler, duration_ms))
 
     def publish_invocation(
         self,

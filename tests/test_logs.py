@@ -232,6 +232,23 @@ def test_caps_marker_passes_through_and_hub_clips_huge_messages() -> None:
     assert records[1] == {**records[1], "level": "warn", "type": "log", "message": marker}
 
 
+def test_a_lazy_success_summary_reads_exactly_like_a_published_one() -> None:
+    eager, lazy = LogHub(id_base=0), LogHub(id_base=0)
+    for duration in (0.04, 1.25, 12.0, 1234.56):
+        eager.publish_invocation(container="default", name="hook", request_id="r1", compiler=CC,
+                                 outcome="success", duration_ms=duration)  # fmt: skip
+        lazy.publish_success("default", "hook", "r1", CC, duration)
+    eager_records, lazy_records = eager.records(), lazy.records()
+    for record in (*eager_records, *lazy_records):
+        record.pop("time")
+    assert lazy_records == eager_records
+    assert list(lazy_records[0]) == list(eager_records[0])  # same key order on the wire
+    # Followers and filters see it as any other record.
+    subscription = lazy.subscribe(LogFilter("default", "hook"), tail=2)
+    assert [record["message"] for record in decode(subscription.replay)] == ["success (12 ms)", "success (1234.6 ms)"]
+    assert lazy.records()[0]["time"].endswith("Z")
+
+
 def test_history_is_bounded_by_count_and_bytes() -> None:
     hub = LogHub(5, id_base=0)
     for i in range(6):
