@@ -15,7 +15,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import _api, _invoke, _logs
-from ._http import ApiError, error_response, json_response
+from ._http import ApiError, error_response, json_response, where_raised
 from ._runtime import Runtime
 from ._settings import Settings
 
@@ -36,8 +36,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
-    # Log the exception type only: a traceback could carry hook arguments or secrets.
-    logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    # Logged by _App.__call__, where the exception ends up once this answer is sent.
     return error_response(ApiError(500, "internal_error", "Internal server error"))
 
 
@@ -56,7 +55,18 @@ class _App(Starlette):
         if scope["type"] == "http" and scope["path"].startswith(_invoke.INVOKE_PREFIX):
             await self.invoker(scope, receive, send)
             return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)  # lifespan: failures must reach uvicorn
+            return
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:
+            # Starlette answered 500 (server_error) if it could, then re-raised for the server
+            # to log: uvicorn would log the whole traceback, messages included, which may
+            # hold secrets. The type and where it was raised are enough to find the bug.
+            logger.error(
+                "unhandled %s on %s %s (%s)", type(exc).__name__, scope.get("method"), scope.get("path"), where_raised(exc)
+            )
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:

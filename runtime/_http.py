@@ -8,7 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["JSON", "ApiError", "api_error_body", "json_response", "error_response", "read_body", "read_json_object"]
+__all__ = ["JSON", "ApiError", "api_error_body", "where_raised", "json_response", "error_response", "read_body", "read_json_object"]
 
 JSON = "application/json"
 
@@ -67,3 +67,15 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ApiError(400, "bad_request", "Request body must be a JSON object")
     return value
+
+
+def where_raised(exc: BaseException) -> str:
+    """`module.py:123 in function` of where an exception was raised: enough to find the bug,
+    and nothing the exception carried (its message could hold hook arguments or secrets)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "unknown location"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno} in {code.co_name}"

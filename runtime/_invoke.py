@@ -19,7 +19,7 @@ from wtpy.compilers import Compiler, HookRequest, WebtaskContext, error_envelope
 from wtpy.compilers._body import node_headers
 
 from ._api import MIN_TIMEOUT, TIMEOUT_META
-from ._http import ApiError, api_error_body
+from ._http import ApiError, api_error_body, where_raised
 from ._logs import REQUEST_ID_HEADER, envelope_error, new_request_id
 from ._names import valid_name
 from ._pool import ArgumentsNotEncodable
@@ -69,7 +69,7 @@ class Invoker:
             return
         except Exception as exc:
             # Never the message or a traceback: either could carry hook arguments or secrets.
-            logger.error("unhandled %s in an invocation (%s)", type(exc).__name__, _innermost_frame(exc))
+            logger.error("unhandled %s in an invocation (%s)", type(exc).__name__, where_raised(exc))
             status, body, extra = _refusal(_INTERNAL_ERROR)
         # Every answer carries the request id, errors included.
         headers = [_JSON, (b"content-length", b"%d" % len(body)), (_REQUEST_ID, request_id.encode()), *extra]
@@ -219,14 +219,3 @@ def _log_refusal(runtime: Runtime, webtask: Webtask, request_id: str, started: f
         error=error,  # type: ignore[arg-type]
         secrets=webtask.secrets,
     )
-
-
-def _innermost_frame(exc: BaseException) -> str:
-    """`module.py:123` of where an exception was raised: enough to find it, nothing it carried."""
-    tb = exc.__traceback__
-    if tb is None:
-        return "unknown location"
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    code = tb.tb_frame.f_code
-    return f"{code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno} in {code.co_name}"

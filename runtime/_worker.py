@@ -627,7 +627,10 @@ class Worker:
             error = {"name": "MemoryError", "message": "", "stack": "MemoryError"}
             return {"id": job.id, "ok": False, "error": error, "logs": [], "recycle": True}
         except Exception as exc:  # a bug of ours: say so (stderr is the server's log), get replaced
-            traceback.print_exc()
+            # Best effort: with RLIMIT_FSIZE 0, a stderr that is a regular file refuses writes
+            # (EFBIG), and the reply below must still go out.
+            with contextlib.suppress(OSError):
+                traceback.print_exc()
             message = f"internal worker error: {type(exc).__name__}"
             error = {"name": "Error", "message": message, "stack": f"Error: {message}"}
             return {"id": job.id, "ok": False, "error": error, "logs": [], "recycle": True}

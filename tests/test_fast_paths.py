@@ -551,3 +551,30 @@ def test_invocation_answers_are_one_write_and_other_paths_are_uvicorns() -> None
     assert all(write.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 20\r\n" in write for write in invocation)
     other = asyncio.run(scenario("/api/webtask/default"))
     assert len(other) == 4 and other[1] == other[3] == body  # head, body, head, body
+
+
+def test_an_unhandled_error_in_the_management_api_is_a_500_that_logs_no_message(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from starlette.routing import Route
+
+    async def boom(request: Any) -> Any:
+        raise RuntimeError(f"boom {SECRET}")
+
+    settings = _app.Settings(data_dir=tmp_path, announce_token=False, workers=1)
+    app = _app.create_app(settings)
+    app.router.routes.append(Route("/api/boom", boom))
+
+    async def scenario() -> httpx.Response:
+        # raise_app_exceptions=True: an exception leaving the app would fail the call here
+        # (under uvicorn it would be logged with its traceback and message).
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+        async with httpx.AsyncClient(transport=transport, base_url="http://wtpy") as client:
+            return await client.get("/api/boom?x=1")
+
+    with caplog.at_level("ERROR", logger="wtpy"):
+        response = asyncio.run(scenario())
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal_error", "message": "Internal server error"}
+    assert "unhandled RuntimeError on GET /api/boom" in caplog.text and "in boom" in caplog.text
+    assert SECRET not in caplog.text and "boom " not in caplog.text.replace("/api/boom ", "")

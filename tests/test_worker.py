@@ -815,3 +815,33 @@ def test_leftover_generators_are_closed_before_the_answer(own_worker: Worker) ->
     """
     reply = own_worker.run(stubborn)
     assert result(reply) == 2 and reply["recycle"] is True
+
+
+def test_an_internal_error_is_answered_even_when_stderr_is_a_file(tmp_path: Path) -> None:
+    """A bug in the worker (here: a patched _run) answers an error and asks to be replaced,
+    also when its stderr is a regular file it may not write (RLIMIT_FSIZE is 0)."""
+    launcher = (
+        "import sys, wtpy.runtime._worker as w\n"
+        "def broken(self, job):\n    raise ZeroDivisionError('worker bug')\n"
+        "w.Worker._run = broken\nsys.exit(w.main())\n"
+    )
+    with open(tmp_path / "stderr.log", "wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", launcher], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        )  # fmt: skip
+    try:
+        assert read_frame_blocking(proc.stdout)["ready"] is True  # type: ignore[arg-type, index]
+        frame = {"id": 1, "op": "run", "key": "k", "code": "def hook(): pass", "filename": FILENAME,
+                 "args": CC_ARGS, "order": CC_ORDER, "limits": LIMITS}  # fmt: skip
+        write_frame_blocking(proc.stdin, frame)  # type: ignore[arg-type]
+        reply = read_frame_blocking(proc.stdout)  # type: ignore[arg-type]
+        assert reply is not None, f"the worker died: {proc.wait(5)}"
+        assert reply["ok"] is False and reply["recycle"] is True
+        assert reply["error"]["message"] == "internal worker error: ZeroDivisionError"
+    finally:
+        proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
