@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import struct
 from typing import Any, BinaryIO
 
 import orjson
 
-__all__ = ["MAX_FRAME_BYTES", "FrameError", "encode", "decode", "read_frame", "read_frame_blocking", "write_frame_blocking"]
+__all__ = ["MAX_FRAME_BYTES", "FrameError", "encode", "decode", "read_frame_blocking", "write_frame_blocking"]
 
 _HEADER = struct.Struct(">I")
 # Results, logs and arguments are all capped well below this; a bigger frame means a broken peer.
@@ -39,16 +38,6 @@ def _length(header: bytes) -> int:
     if length > MAX_FRAME_BYTES:
         raise FrameError(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}")
     return length
-
-
-async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
-    """Read one frame; raises FrameError on EOF or garbage."""
-    try:
-        header = await reader.readexactly(_HEADER.size)
-        payload = await reader.readexactly(_length(header))
-    except asyncio.IncompleteReadError:
-        raise FrameError("peer closed the stream") from None
-    return decode(payload)
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
