@@ -326,3 +326,74 @@ def test_restart_keeps_webtasks_and_secrets_are_encrypted_at_rest(fresh_server: 
     fresh_server.start()
     assert envelope(fresh_server.run("keep", CC_BODY, secret=secret))["status"] == "success"
     assert envelope(fresh_server.run("keep", CC_BODY, secret="wrong"))["status"] == "error"
+
+
+def test_concurrent_invocations_updates_and_a_log_follower_lose_nothing(server: WtpyServer) -> None:
+    """The hot path's shortcuts (one-write answers, lazy log records, deadline checks, the
+    webtask cache) under concurrency: every answer right, every summary streamed, no secret."""
+    import json
+    import threading
+
+    secret = f"soak-{uuid.uuid4().hex}"
+    name = f"soak-{uuid.uuid4().hex[:8]}"
+    code = (
+        "def hook(client, scope, audience, context):\n"
+        "    log.info('hello ' + client['id'])\n"
+        "    print('secret is', context['webtask']['secrets']['auth0-extension-secret'])\n"
+        "    if client['id'].startswith('boom'):\n"
+        "        raise ValueError('bad client')\n"
+        "    return {'scope': scope, 'client': client['id']}\n"
+    )
+    assert server.put(name, code, cc_meta(secret), {"auth0-extension-secret": secret}).status_code == 201
+    summaries: set[str] = set()
+    leaked: list[str] = []
+    following = threading.Event()
+    done = threading.Event()
+
+    def follow() -> None:
+        url = f"{server.url}/api/logs/tenant/default"
+        headers = {"Authorization": f"Bearer {server.token}"}
+        with httpx.stream("GET", url, params={"name": name}, headers=headers, timeout=60) as response:
+            assert response.status_code == 200
+            following.set()
+            for line in response.iter_lines():
+                if secret in line:
+                    leaked.append(line)
+                if line.startswith("data:"):
+                    record = json.loads(line[5:])
+                    if record.get("type") == "invocation":
+                        summaries.add(record["request_id"])
+                if len(summaries) >= calls:  # one summary per call: all of them are in
+                    return
+
+    def churn() -> None:  # every update drops the cached webtask; new code is compiled again
+        version = 0
+        while not done.wait(0.02):
+            version += 1
+            server.put(name, f"{code}\n# v{version}\n", cc_meta(secret), {"auth0-extension-secret": secret})
+
+    def call(index: int) -> str:
+        client_id = f"boom-{index}" if index % 5 == 0 else f"c{index}"
+        response = server.run(name, {**CC_BODY, "client": {"id": client_id}}, secret)
+        assert response.status_code == 200
+        envelope = response.json()
+        if client_id.startswith("boom"):
+            assert envelope["status"] == "error" and envelope["data"]["message"] == "bad client"
+        else:
+            assert envelope["data"] == {"scope": CC_BODY["scope"], "client": client_id}
+        return response.headers["x-wtpy-request-id"]
+
+    calls = 200
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    assert following.wait(10)
+    updater = threading.Thread(target=churn, daemon=True)
+    updater.start()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        request_ids = set(pool.map(call, range(calls)))
+    done.set()
+    updater.join(10)
+    follower.join(30)
+    assert len(request_ids) == calls
+    assert request_ids <= summaries, f"{len(request_ids - summaries)} summaries never streamed"
+    assert leaked == []
