@@ -236,6 +236,14 @@ def _heap_grown(threshold: int) -> bool:
         return True
 
 
+def _mapped_bytes(statm_fd: int) -> int:
+    """The process's address space in use (VmSize); huge when it cannot be read."""
+    try:
+        return int(os.pread(statm_fd, 64, 0).split()[0]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return sys.maxsize
+
+
 # ----------------------------------------------------------------------------- errors
 
 
@@ -610,6 +618,12 @@ class Worker:
         self._cache: OrderedDict[str, CompiledHook | CompileFailure] = OrderedDict()
         # Past this peak RSS, ask to be replaced: the heap stays fragmented/grown.
         self._recycle_rss = memory_mb * 1024 * 1024 // 2 if memory_mb > 0 else 0
+        # Past this much address space still mapped after a job, ask to be replaced too: the
+        # allocator keeps what a big result or a big temporary freed mapped (not resident,
+        # so RSS does not show it), and under RLIMIT_AS the next invocation, maybe another
+        # tenant's, would meet a MemoryError a fresh worker would not. Read with one pread.
+        self._recycle_mapped = _address_space[0] // 2 if _address_space is not None else 0
+        self._statm = os.open("/proc/self/statm", os.O_RDONLY) if self._recycle_mapped else -1
 
     def handle(self, frame: Mapping[str, Any]) -> dict[str, Any]:
         op = frame.get("op")
@@ -652,7 +666,11 @@ class Worker:
             error = _compile_error(compiled.error_description)
             return {"ok": False, "error": error, "logs": [], "recycle": False}
         reply, memory_error = _invoke(compiled, job)
-        recycle = memory_error or bool(self._recycle_rss and _heap_grown(self._recycle_rss))
+        recycle = (
+            memory_error
+            or bool(self._recycle_rss and _heap_grown(self._recycle_rss))
+            or bool(self._recycle_mapped and _mapped_bytes(self._statm) > self._recycle_mapped)
+        )
         if not reply["ok"] or recycle:
             reply["recycle"] = recycle
         return reply

@@ -218,6 +218,23 @@ def test_runaway_hooks_time_out_and_others_keep_working(server: WtpyServer, cana
     assert_alive(server, canary)
 
 
+def test_a_big_job_leaves_the_next_invocation_a_worker_with_room(tmp_path: Path) -> None:
+    """One worker, so the same process runs both: after a big (legitimate) result, the
+    allocator keeps hundreds of MB mapped; the worker must be replaced rather than give
+    the next invocation, maybe another tenant's, a MemoryError a fresh worker would not."""
+    server = WtpyServer(tmp_path / "data", workers=1)
+    server.start()
+    try:
+        too_big = deploy(server, body_hook("return 'z' * (40 * 1024 * 1024)"))
+        fresh = error_of(invoke(server, too_big))
+        assert fresh["message"] == "Error when JSON serializing the result of the extension point"
+        many = deploy(server, body_hook("return [list(range(2_000_000)), {str(i): i for i in range(300_000)}]"))
+        assert len(invoke(server, many)["data"][0]) == 2_000_000
+        assert error_of(invoke(server, too_big))["message"] == fresh["message"]
+    finally:
+        server.stop()
+
+
 def test_huge_outputs(server: WtpyServer, canary: str) -> None:
     printer = deploy(server, body_hook("for i in range(200_000):\n    print('line', i)\nlog.info('x' * 10_000_000)\nreturn 'done'"))
     assert invoke(server, printer) == {"statusCode": 200, "headers": {}, "status": "success", "data": "done"}

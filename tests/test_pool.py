@@ -135,6 +135,21 @@ def test_concurrent_jobs_on_two_workers_all_succeed_with_matched_ids() -> None:
     arun(scenario)
 
 
+def test_an_idle_pool_reuses_the_worker_that_finished_last() -> None:
+    async def scenario() -> None:
+        pool = fake_pool(3)
+        await pool.start()
+        try:
+            pids = [(await stats(pool))["pid"] for _ in range(6)]
+            assert len(set(pids)) == 1  # one call at a time: always the warm worker
+            busy = await asyncio.gather(*(stats(pool) for _ in range(3)))
+            assert len({result["pid"] for result in busy}) >= 2  # concurrent calls spread out
+        finally:
+            await pool.close()
+
+    arun(scenario)
+
+
 def test_code_is_sent_once_per_worker_and_key() -> None:
     async def scenario() -> None:
         pool = fake_pool(2)
