@@ -144,6 +144,9 @@ class Invoker:
                 args=args,
                 order=order,
                 timeout=_timeout(webtask.meta, runtime),
+                on_logs=lambda lines: runtime.logs.publish_lines(
+                    webtask.container, webtask.name, request_id, lines, webtask.secrets
+                ),
             )
         except ArgumentsNotEncodable:
             # The arguments come from orjson.loads, which reads 1024 levels of nesting but

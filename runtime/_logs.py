@@ -516,6 +516,46 @@ class LogHub:
             else:
                 subscriber.seen_id = entry.id
 
+    def publish_lines(
+        self, container: str, name: str, request_id: str, lines: list[Mapping[str, Any]], secrets: Mapping[str, str]
+    ) -> None:
+        """Publish lines a hook logged while it still runs (masked like all hook output).
+
+        Never raises: a logging failure must not fail the invocation."""
+        try:
+            self._publish_lines(container, name, request_id, lines, masker(secrets))
+        except Exception as exc:  # pragma: no cover - defensive
+            logger.error("dropping log lines of %s/%s: %s", container, name, type(exc).__name__)
+
+    def _publish_lines(
+        self, container: str, name: str, request_id: str, logs: list[Mapping[str, Any]], mask: _Masker
+    ) -> list[dict[str, Any]]:
+        published = []
+        now = time.time()
+        for index, line in enumerate(logs):
+            level_name = line.get("level")
+            level_name = _LEVEL_ALIASES.get(level_name, level_name)  # type: ignore[arg-type]
+            level = LEVELS.get(level_name, 0) if isinstance(level_name, str) else 0
+            message = line.get("message")
+            message = mask(message if isinstance(message, str) else str(message))
+            following = logs[index + 1].get("message") if index + 1 < len(logs) else None
+            if isinstance(following, str) and following.startswith(WORKER_TRUNCATED_PREFIX):
+                message = mask.cut(message)  # the worker cut this line at its byte cap
+            stamp = line.get("time")
+            ts = float(stamp) if isinstance(stamp, int | float) and stamp > 0 else now
+            record = {
+                "id": 0,
+                "time": "",
+                "level": _LEVEL_NAMES[level],
+                "type": "log",
+                "container": container,
+                "name": name,
+                "request_id": request_id,
+                "message": self._clip(message),
+            }
+            published.append(self._publish(ts, level, record))
+        return published
+
     def publish_success(self, container: str, name: str, request_id: str, compiler: str, duration_ms: float) -> None:
         """The summary of a successful invocation without hook output: the most common
         record by far, kept as its fields until someone reads it (see _SuccessEntry).
@@ -565,30 +605,7 @@ class LogHub:
         failed = outcome in FAILED_OUTCOMES
         # Only hook output and error text can carry a secret; a plain success summary cannot.
         mask = masker(secrets or {}) if logs or failed else _NO_MASK
-        published = []
-        now = time.time()
-        for index, line in enumerate(logs):
-            level_name = line.get("level")
-            level_name = _LEVEL_ALIASES.get(level_name, level_name)  # type: ignore[arg-type]
-            level = LEVELS.get(level_name, 0) if isinstance(level_name, str) else 0
-            message = line.get("message")
-            message = mask(message if isinstance(message, str) else str(message))
-            following = logs[index + 1].get("message") if index + 1 < len(logs) else None
-            if isinstance(following, str) and following.startswith(WORKER_TRUNCATED_PREFIX):
-                message = mask.cut(message)  # the worker cut this line at its byte cap
-            stamp = line.get("time")
-            ts = float(stamp) if isinstance(stamp, int | float) and stamp > 0 else now
-            record = {
-                "id": 0,
-                "time": "",
-                "level": _LEVEL_NAMES[level],
-                "type": "log",
-                "container": container,
-                "name": name,
-                "request_id": request_id,
-                "message": self._clip(message),
-            }
-            published.append(self._publish(ts, level, record))
+        published = self._publish_lines(container, name, request_id, logs, mask)
 
         error_text, stack = _describe_error(error) if error is not None else (None, None)
         duration = round(float(duration_ms), 1)

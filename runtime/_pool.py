@@ -54,6 +54,20 @@ _REAP_TIMEOUT = 5.0
 DEADLINE_CHECK_SECONDS = 0.01
 
 EventCallback = Callable[[str, dict[str, Any]], None]
+LogsCallback = Callable[[list[dict[str, Any]]], None]
+
+
+def _pass_on_logs(frame: dict[str, Any], job_id: int, on_logs: LogsCallback | None) -> None:
+    """A "logs" frame of the running job -> on_logs (which must not break the job)."""
+    if frame.get("id") != job_id:
+        raise _ProtocolViolation("log lines for another job")
+    lines = frame.get("logs")
+    if on_logs is None or not isinstance(lines, list):
+        return
+    try:
+        on_logs([line for line in lines if isinstance(line, dict)])
+    except Exception:
+        logger.exception("passing on a running hook's log lines failed")
 
 
 @dataclass(slots=True)
@@ -376,10 +390,12 @@ class WorkerPool:
         order: Sequence[str],
         timeout: float,
         cpu_seconds: float | None = None,
+        on_logs: LogsCallback | None = None,
     ) -> JobResult:
         """Run one hook invocation on an idle worker (waiting for one if all are busy).
 
-        `timeout` is wall-clock seconds from when the job is handed to a worker.
+        `timeout` is wall-clock seconds from when the job is handed to a worker. `on_logs`
+        gets the lines a slow hook logs while it runs (the rest come in the JobResult).
         Never raises for a worker failure: those come back as `timeout` / `killed`.
         Raises ArgumentsNotEncodable (a TypeError) when `args` cannot be framed.
         """
@@ -420,6 +436,9 @@ class WorkerPool:
                     raise _ProtocolViolation("need_code although code was sent")
                 message["code"] = code
                 proc.write(encode(message))
+                reply = await proc.read()
+            while reply.get("op") == "logs":  # lines of a hook still running
+                _pass_on_logs(reply, job_id, on_logs)
                 reply = await proc.read()
         except TimeoutError:
             duration = (time.perf_counter() - started) * 1000.0
@@ -499,6 +518,8 @@ class WorkerPool:
         try:
             async with asyncio.timeout_at(deadline):
                 reply = await worker.read()
+                while reply.get("op") == "logs" and reply.get("id") == job_id:  # nobody follows
+                    reply = await worker.read()
         except (TimeoutError, FrameError, EOFError, OSError) as exc:
             self._discard(worker, f"abandoned job did not finish cleanly: {exc!r}")
             return

@@ -32,6 +32,7 @@ import orjson
 from ._policy import (
     COMPILE_ERROR_MESSAGE,
     HOOK_FILENAME,
+    LIVE_LOG_INTERVAL,
     CompiledHook,
     CompileFailure,
     LogSink,
@@ -39,7 +40,7 @@ from ._policy import (
     make_globals,
     resolve_hook,
 )
-from ._protocol import FrameError, read_frame_blocking, write_frame_blocking
+from ._protocol import FrameError, encode, read_frame_blocking, write_frame_blocking
 
 __all__ = ["main"]
 
@@ -522,9 +523,38 @@ class _Job(NamedTuple):
         )
 
 
-def _invoke(compiled: CompiledHook, job: _Job) -> tuple[dict[str, Any], bool]:
+# The running invocation's sink when its lines go out live: the SIGALRM handler flushes it.
+_live_sink: LogSink | None = None
+
+
+def _arm_live_flush() -> None:
+    signal.setitimer(signal.ITIMER_REAL, LIVE_LOG_INTERVAL)
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    """Send the lines a hook logged LIVE_LOG_INTERVAL ago, even if it logs nothing more."""
+    sink = _live_sink
+    if sink is not None:
+        sink.flush()
+
+
+def _invoke(
+    compiled: CompiledHook, job: _Job, live: Callable[[list[dict[str, Any]]], None] | None = None
+) -> tuple[dict[str, Any], bool]:
     """Run the hook once in fresh globals: (reply without id, saw MemoryError)."""
-    sink = LogSink(job.max_log_lines, job.max_log_bytes)
+    global _live_sink
+    if live is None:
+        sink = LogSink(job.max_log_lines, job.max_log_bytes)
+        return _invoke_with(compiled, job, sink)
+    sink = _live_sink = LogSink(job.max_log_lines, job.max_log_bytes, live, _arm_live_flush)
+    try:
+        return _invoke_with(compiled, job, sink)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)  # no flush once the answer is being made
+        _live_sink = None
+
+
+def _invoke_with(compiled: CompiledHook, job: _Job, sink: LogSink) -> tuple[dict[str, Any], bool]:
     # (The `random` module's process-wide state is reseeded by the import guard, in the
     # invocations that can reach it: see make_globals.)
     namespace = make_globals(sink)
@@ -611,11 +641,45 @@ def _finalize_leftovers() -> bool:
     return False
 
 
+def _text_safe(value: Any) -> Any:
+    """`value` with lone surrogates replaced in every string (JSON cannot carry them)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_text_safe(key): _text_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_text_safe(item) for item in value]
+    return value
+
+
+def write_reply(out: BinaryIO, reply: dict[str, Any]) -> None:
+    """Write one frame to the server, whatever text the hook put in it.
+
+    Error texts and extra error fields come from hook objects: a lone surrogate there made
+    the encoding fail and the worker die. Such a reply is sent with those replaced; one that
+    still cannot be encoded becomes a plain error. Encoding a big result reserves a lot of
+    address space (see SERIALIZE_HEADROOM): done with the room."""
+    with _SerializationRoom():
+        try:
+            frame = encode(reply)
+        except TypeError:
+            try:
+                frame = encode(_text_safe(reply))
+            except TypeError:
+                message = "The hook's answer could not be encoded"
+                error = {"name": "Error", "message": message, "stack": f"Error: {message}"}
+                frame = encode({"id": reply.get("id"), "ok": False, "error": error, "logs": [], "recycle": False})
+    out.write(frame)
+    out.flush()
+
+
 class Worker:
     """Protocol handler: the compiled-code cache and the dispatch of frames."""
 
-    def __init__(self, memory_mb: int = DEFAULT_MEMORY_MB) -> None:
+    def __init__(self, memory_mb: int = DEFAULT_MEMORY_MB, live_logs: BinaryIO | None = None) -> None:
         self._cache: OrderedDict[str, CompiledHook | CompileFailure] = OrderedDict()
+        # Where a running hook's log lines go as it runs ("logs" frames; see LogSink).
+        self._live_logs = live_logs
         # Past this peak RSS, ask to be replaced: the heap stays fragmented/grown.
         self._recycle_rss = memory_mb * 1024 * 1024 // 2 if memory_mb > 0 else 0
         # Past this much address space still mapped after a job, ask to be replaced too: the
@@ -665,7 +729,7 @@ class Worker:
         if isinstance(compiled, CompileFailure):
             error = _compile_error(compiled.error_description)
             return {"ok": False, "error": error, "logs": [], "recycle": False}
-        reply, memory_error = _invoke(compiled, job)
+        reply, memory_error = _invoke(compiled, job, self._live_sender(job.id))
         recycle = (
             memory_error
             or bool(self._recycle_rss and _heap_grown(self._recycle_rss))
@@ -674,6 +738,20 @@ class Worker:
         if not reply["ok"] or recycle:
             reply["recycle"] = recycle
         return reply
+
+    def _live_sender(self, job_id: Any) -> Callable[[list[dict[str, Any]]], None] | None:
+        out = self._live_logs
+        if out is None:
+            return None
+
+        def send(batch: list[dict[str, Any]]) -> None:
+            # LogSink made the text encodable; lost if the server is gone (the worker then
+            # ends at its next read).
+            with contextlib.suppress(OSError, TypeError), _SerializationRoom():
+                out.write(encode({"id": job_id, "op": "logs", "logs": batch}))
+                out.flush()
+
+        return send
 
     @staticmethod
     def _protocol_error(frame: Mapping[str, Any], message: str) -> dict[str, Any]:
@@ -690,7 +768,8 @@ def main() -> int:
     _apply_rlimits(memory_mb)
     if _drop_privileges(os.environ):
         _lower(resource.RLIMIT_NPROC, 0)  # now it applies: no fork, no threads
-    worker = Worker(memory_mb)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    worker = Worker(memory_mb, live_logs=proto_out)
     # Everything alive now is the worker's own and lives forever: take it out of the
     # cyclic collector so the per-invocation collection (_finalize_leftovers) stays cheap.
     gc.collect()
@@ -705,8 +784,7 @@ def main() -> int:
             if frame is None:
                 return 0  # the pool closed our stdin
             reply = worker.handle(frame)
-            with _SerializationRoom():  # encoding a big result reserves a lot (see above)
-                write_frame_blocking(proto_out, reply)
+            write_reply(proto_out, reply)
     except BrokenPipeError:
         return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 import uuid
 
 import httpx
@@ -397,3 +398,46 @@ def test_concurrent_invocations_updates_and_a_log_follower_lose_nothing(server: 
     assert len(request_ids) == calls
     assert request_ids <= summaries, f"{len(request_ids - summaries)} summaries never streamed"
     assert leaked == []
+
+
+def test_a_slow_hook_s_log_lines_are_streamed_while_it_runs(server: WtpyServer) -> None:
+    import json
+    import threading
+
+    secret = f"live-{uuid.uuid4().hex}"
+    name = f"live-{uuid.uuid4().hex[:8]}"
+    code = (
+        "import time\n"
+        "def hook(client, scope, audience, context):\n"
+        "    log.info('started ' + context['webtask']['secrets']['auth0-extension-secret'])\n"
+        "    time.sleep(1.5)\n"
+        "    log.info('finishing')\n"
+        "    return {'ok': True}\n"
+    )
+    assert server.put(name, code, cc_meta(secret), {"auth0-extension-secret": secret}).status_code == 201
+    seen: list[tuple[str, float]] = []  # (message, when it arrived)
+    following = threading.Event()
+
+    def follow() -> None:
+        url = f"{server.url}/api/logs/tenant/default"
+        with httpx.stream("GET", url, params={"name": name}, headers={"Authorization": f"Bearer {server.token}"},
+                          timeout=30) as response:  # fmt: skip
+            following.set()
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    record = json.loads(line[5:])
+                    seen.append((record["message"], time.monotonic()))
+                    if record["type"] == "invocation":
+                        return
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    assert following.wait(10)
+    response = server.run(name, CC_BODY, secret)
+    answered = time.monotonic()
+    follower.join(20)
+    assert response.json()["data"] == {"ok": True}
+    # Masked, and streamed while the hook slept (1.5 s), not with the answer.
+    assert seen[0][0] == "started ********" and answered - seen[0][1] > 0.7
+    assert [message for message, _ in seen[1:]] == ["finishing", seen[-1][0]]
+    assert seen[-1][0].startswith("success (")

@@ -58,10 +58,20 @@ class Worker:
         return frame
 
     def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """The reply to `frame`; lines sent while the hook ran ("logs" frames) are put in
+        front of its `logs`, and the batches are kept in `reply["live"]`."""
         assert self.proc.stdin is not None
         write_frame_blocking(self.proc.stdin, frame)  # type: ignore[arg-type]
+        live = []
         reply = self.read()
+        while reply.get("op") == "logs":
+            assert reply["id"] == frame["id"]
+            live.append(reply["logs"])
+            reply = self.read()
         assert reply["id"] == frame["id"]
+        if live:
+            reply["logs"] = [line for batch in live for line in batch] + reply.get("logs", [])
+            reply["live"] = live
         return reply
 
     def run(
@@ -845,3 +855,60 @@ def test_an_internal_error_is_answered_even_when_stderr_is_a_file(tmp_path: Path
         for stream in (proc.stdin, proc.stdout):
             if stream is not None:
                 stream.close()
+
+
+def test_a_slow_hook_s_lines_are_sent_while_it_runs(worker: Worker) -> None:
+    reply = worker.run(
+        """
+        import time
+        def hook(client, scope, audience, context):
+            log.info('first')
+            time.sleep(0.3)
+            print('second')
+            time.sleep(0.3)
+            log.warn('third')
+            return 'done'
+        """
+    )
+    assert reply["ok"] is True
+    assert [line["message"] for line in reply["logs"]] == ["first", "second", "third"]
+    # Each line had waited 0.3 s when the next one came: sent on then, one batch each;
+    # the last one travels with the answer.
+    assert [[line["message"] for line in batch] for batch in reply["live"]] == [["first"], ["second"]]
+
+
+def test_a_line_is_sent_on_while_the_hook_goes_on_without_logging(worker: Worker) -> None:
+    started = time.monotonic()
+    reply = worker.run("import time\ndef hook(client, scope, audience, context):\n    log.info('only')\n    time.sleep(0.5)\n")
+    assert reply["live"] == [reply["logs"]] and reply["logs"][0]["message"] == "only"
+    assert time.monotonic() - started >= 0.5  # the timer's signal did not cut the sleep short
+
+
+def test_a_quick_hook_s_lines_all_come_with_the_answer(worker: Worker) -> None:
+    reply = worker.run("def hook(client, scope, audience, context):\n    for i in range(50):\n        log.info(i)\n")
+    assert "live" not in reply and len(reply["logs"]) == 50
+
+
+def test_the_caps_count_lines_already_sent(worker: Worker) -> None:
+    reply = worker.run(
+        """
+        import time
+        def hook(client, scope, audience, context):
+            log.info('a')
+            time.sleep(0.15)
+            for word in ['b', 'c', 'd', 'e']:
+                log.info(word)
+        """,
+        max_log_lines=3,
+    )
+    messages = [line["message"] for line in reply["logs"]]
+    assert messages[:3] == ["a", "b", "c"] and messages[3].startswith("[wtpy] output truncated")
+    assert len(messages) == 4 and reply["live"] == [[reply["logs"][0]]]
+
+
+def test_lone_surrogates_in_logs_and_errors_do_not_kill_the_worker(worker: Worker) -> None:
+    logged = worker.run("def hook(client, scope, audience, context):\n    log.info('x' + chr(0xd800))\n    return 1\n")
+    assert logged["ok"] is True and logged["logs"][0]["message"] == "x?"
+    raised = worker.run("def hook(client, scope, audience, context):\n    raise ValueError('y' + chr(0xdfff))\n")
+    assert raised["ok"] is False and raised["error"]["message"] == "y?"
+    assert worker.alive()
