@@ -8,7 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["JSON", "ApiError", "api_error_body", "where_raised", "json_response", "error_response", "read_body", "read_json_object"]
+__all__ = ["JSON", "ApiError", "api_error_body", "check_declared_length", "too_large", "where_raised", "json_response", "error_response", "read_body", "read_json_object"]
 
 JSON = "application/json"
 
@@ -35,21 +35,30 @@ def error_response(error: ApiError) -> Response:
     return Response(api_error_body(error), status_code=error.status, media_type=JSON)
 
 
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"Request body exceeds {limit} bytes")
+
+
+def check_declared_length(declared: str | None, limit: int) -> None:
+    """Refuse a body by its Content-Length before reading it: 400 not a number, 413 too big."""
+    if declared is None:
+        return
+    try:
+        declared_size = int(declared)
+    except ValueError:
+        raise ApiError(400, "bad_request", "Content-Length is not a number") from None
+    if declared_size > limit:
+        raise too_large(limit)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything above `limit` bytes without buffering it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            declared_size = int(declared)
-        except ValueError:
-            raise ApiError(400, "bad_request", "Content-Length is not a number") from None
-        if declared_size > limit:
-            raise ApiError(413, "payload_too_large", f"Request body exceeds {limit} bytes")
+    check_declared_length(request.headers.get("content-length"), limit)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise ApiError(413, "payload_too_large", f"Request body exceeds {limit} bytes")
+            raise too_large(limit)
     return bytes(body)
 
 

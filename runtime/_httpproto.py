@@ -171,11 +171,14 @@ def _invocation_cycle(base: type[Any], status_line: dict[int, bytes]) -> type[An
             self.response_started = True
             self.waiting_for_100_continue = False
             content = [status_line[held["status"]]]
+            has_connection = False
             for name, value in (*self.default_headers, *held.get("headers", ())):
-                if name == b"connection" and b"close" in value.lower():
-                    self.keep_alive = False
+                if name == b"connection":
+                    has_connection = True
+                    if b"close" in value.lower():
+                        self.keep_alive = False
                 content += (name, b": ", value, b"\r\n")
-            if not self.keep_alive and not any(name == b"connection" for name, _ in held.get("headers", ())):
+            if not self.keep_alive and not has_connection:
                 content.append(b"connection: close\r\n")
             content.append(b"\r\n")
             if self.scope["method"] != "HEAD":

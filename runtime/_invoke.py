@@ -19,7 +19,7 @@ from wtpy.compilers import Compiler, HookRequest, WebtaskContext, error_envelope
 from wtpy.compilers._body import node_headers
 
 from ._api import MIN_TIMEOUT, TIMEOUT_META
-from ._http import ApiError, api_error_body, where_raised
+from ._http import ApiError, api_error_body, check_declared_length, too_large, where_raised
 from ._logs import REQUEST_ID_HEADER, envelope_error, new_request_id
 from ._names import valid_name
 from ._pool import ArgumentsNotEncodable
@@ -177,14 +177,8 @@ class Invoker:
 
 
 async def _read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
-    """The request body, refusing (413) anything above `limit` bytes without buffering it all."""
-    if declared is not None:
-        try:
-            declared_size = int(declared)
-        except ValueError:
-            raise ApiError(400, "bad_request", "Content-Length is not a number") from None
-        if declared_size > limit:
-            raise ApiError(413, "payload_too_large", f"Request body exceeds {limit} bytes")
+    """The request body from ASGI messages, with the same limits as _http.read_body."""
+    check_declared_length(declared, limit)
     body = b""
     while True:
         message = await receive()
@@ -194,7 +188,7 @@ async def _read_body(receive: Receive, declared: str | None, limit: int) -> byte
         if chunk:
             body = body + chunk if body else chunk
             if len(body) > limit:
-                raise ApiError(413, "payload_too_large", f"Request body exceeds {limit} bytes")
+                raise too_large(limit)
         if not message.get("more_body", False):
             return body
 

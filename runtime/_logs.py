@@ -310,20 +310,43 @@ class _SuccessEntry(_Entry):
     @property  # type: ignore[override]
     def record(self) -> dict[str, Any]:
         request_id, compiler, duration = self._fields
-        return {
-            "id": self.id,
-            "time": iso_time(self.ts),
-            "level": "info",
-            "type": "invocation",
-            "container": self.container,
-            "name": self.name,
-            "request_id": request_id,
-            "message": f"success ({duration:g} ms)",
-            "compiler": compiler,
-            "outcome": "success",
-            "duration_ms": duration,
-            "error": None,
-        }
+        return _summary(
+            self.id, iso_time(self.ts), self.container, self.name, request_id, compiler, "success", duration,
+            _success_message(duration), None,
+        )  # fmt: skip
+
+
+def _success_message(duration: float) -> str:
+    return f"success ({duration:g} ms)"  # no text of the hook's: nothing to mask
+
+
+def _summary(
+    record_id: int,
+    time_text: str,
+    container: str,
+    name: str,
+    request_id: str,
+    compiler: str,
+    outcome: str,
+    duration: float,
+    message: str,
+    error: str | None,
+) -> dict[str, Any]:
+    """An invocation summary record: the one shape a published and a lazy summary share."""
+    return {
+        "id": record_id,
+        "time": time_text,
+        "level": "error" if outcome in FAILED_OUTCOMES else "info",
+        "type": "invocation",
+        "container": container,
+        "name": name,
+        "request_id": request_id,
+        "message": message,
+        "compiler": compiler,
+        "outcome": outcome,
+        "duration_ms": duration,
+        "error": error,
+    }
 
 
 @dataclass(frozen=True)
@@ -613,21 +636,9 @@ class LogHub:
             message = f"{outcome}: {error_text}" if error_text else outcome
             message = self._clip(mask(f"{message} ({duration:g} ms)"))
         else:
-            message = f"success ({duration:g} ms)"  # no text of the hook's: nothing to mask
-        summary: dict[str, Any] = {
-            "id": 0,
-            "time": "",
-            "level": "error" if failed else "info",
-            "type": "invocation",
-            "container": container,
-            "name": name,
-            "request_id": request_id,
-            "message": message,
-            "compiler": compiler,
-            "outcome": outcome,
-            "duration_ms": duration,
-            "error": self._clip(mask(error_text)) if error_text else None,
-        }
+            message = _success_message(duration)
+        error_field = self._clip(mask(error_text)) if error_text else None
+        summary = _summary(0, "", container, name, request_id, compiler, outcome, duration, message, error_field)
         if stack:
             summary["stack"] = self._clip(mask(stack))
         published.append(
