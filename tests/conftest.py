@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -138,3 +138,21 @@ CC_BODY = {
     "context": {"ip": "127.0.0.1", "userAgent": "pytest"},
 }
 PE_BODY = {**CC_BODY, "user": {"id": "user-1", "email": "u@example.com"}}
+
+
+def raw_request(
+    server: WtpyServer, data: bytes, timeout: float = 10, until: Callable[[bytes], bool] | None = None
+) -> bytes:
+    """Send raw bytes; what comes back until the server closes, a read times out or is
+    reset, or `until(received)` holds."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+                if until is not None and until(received):
+                    break
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return received

@@ -5,7 +5,6 @@ Ends with property-based tests (hypothesis) over the management and run APIs."""
 from __future__ import annotations
 
 import json
-import socket
 import string
 import uuid
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 import pytest
-from conftest import CC_BODY, SAMPLES, WtpyServer, cc_meta
+from conftest import CC_BODY, SAMPLES, WtpyServer, cc_meta, raw_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -77,18 +76,6 @@ def envelope_error(response: httpx.Response) -> str:
     body = response.json()
     assert body["status"] == "error", body
     return body["data"]["message"]
-
-
-def raw_request(server: WtpyServer, data: bytes, timeout: float = 10) -> bytes:
-    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
-        sock.sendall(data)
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except (ConnectionResetError, TimeoutError):
-            pass
-    return received
 
 
 # --- sizes ------------------------------------------------------------------------------------

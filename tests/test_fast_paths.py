@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from conftest import cc_meta, raw_request
 
 from wtpy.runtime import _app, _invoke
 from wtpy.runtime._pool import ArgumentsNotEncodable, JobResult, _Proc
@@ -394,21 +395,8 @@ def test_iso_time_matches_datetime_to_the_millisecond() -> None:
 # --------------------------------------------------------------------------- one-write answers (real server)
 
 
-def _wire(server: Any, data: bytes, *, until_close: bool = True, timeout: float = 10) -> bytes:
-    """Send raw bytes to the server; what comes back until it closes (or a read times out)."""
-    import socket
-
-    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
-        sock.sendall(data)
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-                if not until_close and received.count(b"HTTP/1.1 200") >= 2 and received.endswith(b"}"):
-                    break
-        except TimeoutError:
-            pass
-    return received
+def _two_answers(received: bytes) -> bool:
+    return received.count(b"HTTP/1.1 200") >= 2 and received.endswith(b"}")
 
 
 def _post(path: str, body: bytes, *extra: str, version: str = "1.1", method: str = "POST") -> bytes:
@@ -437,8 +425,6 @@ def _answers(raw: bytes) -> list[tuple[str, dict[str, str], bytes]]:
 
 @pytest.fixture(scope="module")
 def echo_rule(server: Any) -> str:
-    from tests.conftest import cc_meta
-
     name = "one-write-echo"
     code = "def hook(client, scope, audience, context):\n    return {'client': client, 'method': context['webtask']['method']}\n"
     assert server.put(name, code, cc_meta(SECRET), {"auth0-extension-secret": SECRET}).status_code in (200, 201)
@@ -450,7 +436,7 @@ BODY_B = orjson.dumps({**CC_BODY, "client": {"id": "b"}})
 
 
 def test_keep_alive_and_pipelined_invocations_answer_in_order(server: Any, echo_rule: str) -> None:
-    raw = _wire(server, _post(echo_rule, BODY_A) + _post(echo_rule, BODY_B), until_close=False, timeout=5)
+    raw = raw_request(server, _post(echo_rule, BODY_A) + _post(echo_rule, BODY_B), timeout=5, until=_two_answers)
     answers = _answers(raw)
     assert [status for status, _, _ in answers] == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"]
     assert [orjson.loads(body)["data"]["client"]["id"] for _, _, body in answers] == ["a", "b"]
@@ -463,14 +449,14 @@ def test_keep_alive_and_pipelined_invocations_answer_in_order(server: Any, echo_
 
 def test_connection_close_and_http_1_0_close_after_the_answer(server: Any, echo_rule: str) -> None:
     for request in (_post(echo_rule, BODY_A, "Connection: close"), _post(echo_rule, BODY_A, version="1.0")):
-        (status, headers, body), = _answers(_wire(server, request))  # returns: the server closed
+        (status, headers, body), = _answers(raw_request(server, request))  # returns: the server closed
         assert status == "HTTP/1.1 200 OK"
         assert headers["connection"] == "close"
         assert orjson.loads(body)["data"]["client"] == {"id": "a"}
 
 
 def test_head_gets_the_headers_without_a_body(server: Any, echo_rule: str) -> None:
-    raw = _wire(server, _post(echo_rule, b"", "Connection: close", method="HEAD"))
+    raw = raw_request(server, _post(echo_rule, b"", "Connection: close", method="HEAD"))
     head, _, rest = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: " in head
     assert rest == b""
@@ -491,7 +477,7 @@ def test_expect_100_continue_then_the_answer(server: Any, echo_rule: str) -> Non
 
 
 def test_errors_on_the_invocation_path_use_the_same_framing(server: Any, echo_rule: str) -> None:
-    raw = _wire(server, _post("/api/run/default/no-such-rule", BODY_A) + _post(echo_rule + "x/", BODY_A, method="TRACE")
+    raw = raw_request(server, _post("/api/run/default/no-such-rule", BODY_A) + _post(echo_rule + "x/", BODY_A, method="TRACE")
                 + _post(echo_rule, BODY_A, "Connection: close"))  # fmt: skip
     (s1, h1, b1), (s2, h2, b2), (s3, _, b3) = _answers(raw)
     assert s1.startswith("HTTP/1.1 404") and orjson.loads(b1)["error"] == "not_found"
