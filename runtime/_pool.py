@@ -515,14 +515,16 @@ class WorkerPool:
             self._release(worker)
 
     async def _drain(self, worker: _Worker, job_id: int, deadline: float) -> None:
+        self._watch_deadline(worker.proc, deadline)  # the job's own deadline still holds
         try:
-            async with asyncio.timeout_at(deadline):
+            reply = await worker.read()
+            while reply.get("op") == "logs" and reply.get("id") == job_id:  # nobody follows
                 reply = await worker.read()
-                while reply.get("op") == "logs" and reply.get("id") == job_id:  # nobody follows
-                    reply = await worker.read()
         except (TimeoutError, FrameError, EOFError, OSError) as exc:
             self._discard(worker, f"abandoned job did not finish cleanly: {exc!r}")
             return
+        finally:
+            self._deadlines.pop(worker.proc, None)
         if reply.get("id") != job_id:
             self._discard(worker, "protocol violation while draining")
         elif reply.get("need_code"):

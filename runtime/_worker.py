@@ -223,26 +223,23 @@ def _peak_rss_bytes() -> int:
 _PAGE_SIZE = resource.getpagesize()
 
 
-def _heap_grown(threshold: int) -> bool:
+_STATM_SIZE, _STATM_RESIDENT = 0, 1  # fields of /proc/self/statm, in pages
+
+
+def _statm_bytes(statm_fd: int, field: int) -> int:
+    """A field of /proc/self/statm in bytes (one pread); huge when it cannot be read."""
+    try:
+        return int(os.pread(statm_fd, 64, 0).split()[field]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return sys.maxsize
+
+
+def _heap_grown(threshold: int, statm_fd: int) -> bool:
     """Has this process's resident memory passed `threshold`? ru_maxrss is a cheap first
     check, but Linux keeps it across fork and exec: a worker started by a server whose RSS
     was above the threshold would look grown forever (and be replaced after every job).
     So past that check, the current RSS decides."""
-    if _peak_rss_bytes() <= threshold:
-        return False
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * _PAGE_SIZE > threshold
-    except (OSError, ValueError, IndexError):
-        return True
-
-
-def _mapped_bytes(statm_fd: int) -> int:
-    """The process's address space in use (VmSize); huge when it cannot be read."""
-    try:
-        return int(os.pread(statm_fd, 64, 0).split()[0]) * _PAGE_SIZE
-    except (OSError, ValueError, IndexError):
-        return sys.maxsize
+    return _peak_rss_bytes() > threshold and _statm_bytes(statm_fd, _STATM_RESIDENT) > threshold
 
 
 # ----------------------------------------------------------------------------- errors
@@ -687,7 +684,10 @@ class Worker:
         # so RSS does not show it), and under RLIMIT_AS the next invocation, maybe another
         # tenant's, would meet a MemoryError a fresh worker would not. Read with one pread.
         self._recycle_mapped = _address_space[0] // 2 if _address_space is not None else 0
-        self._statm = os.open("/proc/self/statm", os.O_RDONLY) if self._recycle_mapped else -1
+        try:
+            self._statm = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:  # no /proc: _heap_grown then errs on the side of replacing
+            self._statm, self._recycle_mapped = -1, 0
 
     def handle(self, frame: Mapping[str, Any]) -> dict[str, Any]:
         op = frame.get("op")
@@ -732,8 +732,8 @@ class Worker:
         reply, memory_error = _invoke(compiled, job, self._live_sender(job.id))
         recycle = (
             memory_error
-            or bool(self._recycle_rss and _heap_grown(self._recycle_rss))
-            or bool(self._recycle_mapped and _mapped_bytes(self._statm) > self._recycle_mapped)
+            or bool(self._recycle_rss and _heap_grown(self._recycle_rss, self._statm))
+            or bool(self._recycle_mapped and _statm_bytes(self._statm, _STATM_SIZE) > self._recycle_mapped)
         )
         if not reply["ok"] or recycle:
             reply["recycle"] = recycle
