@@ -293,12 +293,13 @@ class LogSink:
     def emit(self, level: str, message: str) -> None:
         if self._truncated:
             return
-        if self._live is not None and self.entries and time.monotonic() - self._oldest >= LIVE_LOG_INTERVAL:
-            self.flush()
-        if not self.entries:
-            self._oldest = time.monotonic()
-            if self._arm is not None:
-                self._arm()
+        if self._live is not None:
+            if self.entries and time.monotonic() - self._oldest >= LIVE_LOG_INTERVAL:
+                self.flush()
+            if not self.entries:  # this line will be the oldest waiting
+                self._oldest = time.monotonic()
+                if self._arm is not None:
+                    self._arm()
         try:
             size = len(message.encode("utf-8"))
         except UnicodeEncodeError:  # lone surrogates: no JSON frame can carry them
