@@ -38,15 +38,17 @@ class Worker:
 
     _ids = itertools.count(1)
 
-    def __init__(self, memory_mb: int | None = None) -> None:
+    def __init__(
+        self, memory_mb: int | None = None, *, argv: list[str] | None = None, stderr: Any = subprocess.DEVNULL
+    ) -> None:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         if memory_mb is not None:
             env["WTPY_WORKER_MEMORY_MB"] = str(memory_mb)
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-m", "wtpy.runtime._worker"],
+            argv or [sys.executable, "-I", "-m", "wtpy.runtime._worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=stderr,
             env=env,
         )
         self.ready = self.read()
@@ -836,25 +838,14 @@ def test_an_internal_error_is_answered_even_when_stderr_is_a_file(tmp_path: Path
         "w.Worker._run = broken\nsys.exit(w.main())\n"
     )
     with open(tmp_path / "stderr.log", "wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", launcher], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        )  # fmt: skip
+        worker = Worker(argv=[sys.executable, "-I", "-c", launcher], stderr=stderr)
     try:
-        assert read_frame_blocking(proc.stdout)["ready"] is True  # type: ignore[arg-type, index]
-        frame = {"id": 1, "op": "run", "key": "k", "code": "def hook(): pass", "filename": FILENAME,
-                 "args": CC_ARGS, "order": CC_ORDER, "limits": LIMITS}  # fmt: skip
-        write_frame_blocking(proc.stdin, frame)  # type: ignore[arg-type]
-        reply = read_frame_blocking(proc.stdout)  # type: ignore[arg-type]
-        assert reply is not None, f"the worker died: {proc.wait(5)}"
+        assert worker.ready["ready"] is True
+        reply = worker.run("def hook(client, scope, audience, context):\n    return 1\n")
         assert reply["ok"] is False and reply["recycle"] is True
         assert reply["error"]["message"] == "internal worker error: ZeroDivisionError"
     finally:
-        proc.kill()
-        proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                stream.close()
+        worker.close()
 
 
 def test_a_slow_hook_s_lines_are_sent_while_it_runs(worker: Worker) -> None:
