@@ -7,7 +7,7 @@ import re
 import secrets
 from pathlib import Path
 
-from ._datadir import create_file_exclusive, ensure_data_dir, read_small_file
+from ._datadir import ensure_data_dir, read_or_create_file
 
 __all__ = [
     "ADMIN_TOKEN_FILE",
@@ -46,12 +46,7 @@ def load_or_create_admin_token(data_dir: Path) -> tuple[str, bool]:
     data_dir = ensure_data_dir(Path(data_dir))
     path = data_dir / ADMIN_TOKEN_FILE
     try:
-        data = read_small_file(path)
-    except FileNotFoundError:
-        token = new_token()
-        if create_file_exclusive(path, (token + "\n").encode("ascii")):
-            return token, True
-        data = read_small_file(path)  # created concurrently by another process
+        data, created = read_or_create_file(path, lambda: (new_token() + "\n").encode("ascii"))
     except ValueError as exc:
         raise AdminTokenError(str(exc)) from None
     try:
@@ -64,7 +59,7 @@ def load_or_create_admin_token(data_dir: Path) -> tuple[str, bool]:
             f"{path} does not hold a usable token (one line of the characters "
             "A-Z a-z 0-9 - . _ ~ + / with optional trailing '='); delete it to generate a new one"
         )
-    return token, False
+    return token, created
 
 
 def bearer_token(authorization_header: str | None) -> str | None:

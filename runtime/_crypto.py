@@ -24,7 +24,7 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ._datadir import create_file_exclusive, ensure_data_dir, read_small_file
+from ._datadir import ensure_data_dir, read_or_create_file
 
 __all__ = [
     "ENV_KEY",
@@ -127,12 +127,7 @@ class SecretBox:
         data_dir = ensure_data_dir(Path(data_dir))
         path = data_dir / KEY_FILE
         try:
-            data = read_small_file(path)
-        except FileNotFoundError:
-            key = generate_key()
-            if create_file_exclusive(path, (encode_key(key) + "\n").encode("ascii")):
-                return cls(key)
-            data = read_small_file(path)  # another process created it first: use theirs
+            data, _ = read_or_create_file(path, lambda: (encode_key(generate_key()) + "\n").encode("ascii"))
         except ValueError as exc:
             raise SecretKeyError(str(exc)) from None
         try:

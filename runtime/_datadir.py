@@ -7,6 +7,7 @@ import errno
 import fcntl
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -16,6 +17,7 @@ __all__ = [
     "DataDirLocked",
     "acquire_data_dir_lock",
     "create_file_exclusive",
+    "read_or_create_file",
     "ensure_data_dir",
     "read_small_file",
 ]
@@ -162,6 +164,21 @@ def _create_with_excl(path: Path, data: bytes, mode: int) -> bool:
         os.close(fd)
     _fsync_dir(path.parent)
     return True
+
+
+def read_or_create_file(path: Path, make: Callable[[], bytes]) -> tuple[bytes, bool]:
+    """(content, created): read a secret file, or create it holding make() when missing.
+
+    Atomic and exclusive (create_file_exclusive): of two processes starting together, one
+    writes and both end up with the same content. Raises ValueError if the file is huge.
+    """
+    try:
+        return read_small_file(path), False
+    except FileNotFoundError:
+        data = make()
+        if create_file_exclusive(path, data):
+            return data, True
+        return read_small_file(path), False  # another process created it first: use theirs
 
 
 def read_small_file(path: Path) -> bytes:

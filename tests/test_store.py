@@ -24,6 +24,7 @@ from wtpy.runtime._datadir import (
     acquire_data_dir_lock,
     create_file_exclusive,
     ensure_data_dir,
+    read_or_create_file,
 )
 from wtpy.runtime._names import MAX_CODE_BYTES, MAX_NAME_LENGTH, NAME_RE, valid_name
 from wtpy.runtime._store import SCHEMA_VERSION, Store, StoreError, Webtask
@@ -539,6 +540,23 @@ def test_ensure_data_dir(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises((NotADirectoryError, FileExistsError)):
         ensure_data_dir(tmp_path / "file")
+
+
+def test_read_or_create_file_makes_once_then_reads(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    made: list[bytes] = []
+
+    def make() -> bytes:
+        made.append(b"fresh-%d\n" % len(made))
+        return made[-1]
+
+    assert read_or_create_file(path, make) == (b"fresh-0\n", True)
+    assert read_or_create_file(path, make) == (b"fresh-0\n", False)
+    assert made == [b"fresh-0\n"]  # not called once the file exists
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.write_bytes(b"x" * 100_000)
+    with pytest.raises(ValueError):
+        read_or_create_file(path, make)
 
 
 def test_create_file_exclusive(tmp_path: Path) -> None:
