@@ -147,8 +147,8 @@ def test_imports_outside_the_allow_list_refused(server: WtpyServer, canary: str,
         ("f = getattr('{0.__class__}', 'format')\nreturn f(1)", "NotImplementedError", "format*() methods"),
         ("import collections\nreturn collections.UserString('{0.__class__}').format(1)",
          "NotImplementedError", "format*() methods"),
-        ("import string\nreturn string.Formatter().format('{0.__class__}', 1)", "NotImplementedError",
-         "string.Formatter is not safe"),
+        ("import string\nreturn string.Formatter().format('{0.__class__}', 1)", "AttributeError",
+         "string.Formatter is not available"),
         ("return open('/etc/passwd').read()", "NameError", "name 'open' is not defined"),
         ("return compile('1', 'x', 'eval')", "NameError", "name 'compile' is not defined"),
         ("return type(1)", "NameError", "name 'type' is not defined"),
@@ -341,9 +341,9 @@ def test_builtins_default_args_and_class_registries_are_fresh(server: WtpyServer
 
 def test_allowed_modules_cannot_be_changed_for_others(server: WtpyServer) -> None:
     tamper = deploy(server, (
-        "import json, json.decoder, hashlib, collections.abc\n\n"
+        "import json, hashlib, collections.abc\n\n"
         + body_hook(
-            "json.decoder.BACKSLASH.clear()\n"
+            "hashlib.algorithms_guaranteed.clear()\n"
             "hashlib.algorithms_available.clear()\n"
             "out = []\n"
             "for attempt in (lambda: setattr(json, 'dumps', len), lambda: collections.abc.Mapping.register(list)):\n"
@@ -352,14 +352,14 @@ def test_allowed_modules_cannot_be_changed_for_others(server: WtpyServer) -> Non
         )
     ))  # fmt: skip
     check = deploy(server, (
-        "import json, json.decoder, hashlib, collections.abc\n\n"
-        + body_hook("return [json.dumps({'a': 1}), json.decoder.BACKSLASH['n'], 'sha256' in hashlib.algorithms_available,"
+        "import json, hashlib, collections.abc\n\n"
+        + body_hook("return [json.dumps({'a': 1}), 'md5' in hashlib.algorithms_guaranteed, 'sha256' in hashlib.algorithms_available,"
                     " isinstance([], collections.abc.Mapping)]")
     ))  # fmt: skip
     answers = run_twice_each(server, tamper, check)
     assert answers[0]["data"] == answers[2]["data"] == ["TypeError", "AttributeError"]
     for answer in (answers[1], answers[3], answers[4]):
-        assert answer["data"] == ['{"a": 1}', "\n", True, False]
+        assert answer["data"] == ['{"a": 1}', True, True, False]
 
 
 def test_random_seed_does_not_carry_over(server: WtpyServer) -> None:
