@@ -608,6 +608,8 @@ _REFUSED: dict[int, Any] = {
     )
 }  # fmt: skip
 _STR_FORMATS = frozenset({"format", "format_map"})
+# Names guarded_getattr looks at more closely (see _refuse_name); `_` names as well.
+_SPECIAL_NAMES = _REFUSED_NAMES | _STR_FORMATS | {"obj"}
 _BuiltinMethod = type(len)
 
 
@@ -686,10 +688,8 @@ def guarded_getattr(obj: Any, name: str, default: Any = _RAISE) -> Any:
     of None would silently turn typos into None)."""
     if type(name) is not str:
         raise TypeError("type(name) must be str")
-    if name.startswith("_"):
-        raise AttributeError(f'"{name}" is an invalid attribute name because it starts with "_"')
-    if name in _REFUSED_NAMES:
-        raise AttributeError(f'"{name}" is a restricted name, that is forbidden to access in RestrictedPython.')
+    if name in _SPECIAL_NAMES or name[:1] == "_":
+        _refuse_name(obj, name)
     kind = type(obj)
     try:
         if kind is ModuleView:
@@ -702,11 +702,14 @@ def guarded_getattr(obj: Any, name: str, default: Any = _RAISE) -> Any:
             value = _type_getattribute(obj, name)
         else:
             value = _object_getattribute(obj, name)
-        if name in _STR_FORMATS and (
-            isinstance(obj, str | collections.UserString)
-            or (issubclass(kind, type) and issubclass(obj, str | collections.UserString))
-        ):
-            raise NotImplementedError("Using the format*() methods of `str` is not safe")
+        # _checked, inlined for the common cases (this runs for every attribute a hook reads)
+        kind = type(value)
+        if kind in _ATOMS:
+            return value
+        if kind is _BuiltinMethod and id(value) not in _REFUSED:  # bound C methods: 'x'.upper
+            if value.__name__ in _STR_FORMATS and isinstance(value.__self__, str):
+                raise _RefusedValue("str.format")
+            return value
         return _checked(value)
     except _RefusedValue:
         raise AttributeError(f"{_label(obj)}.{name} is not available to hooks") from None
@@ -716,6 +719,24 @@ def guarded_getattr(obj: Any, name: str, default: Any = _RAISE) -> Any:
         if default is _RAISE:
             raise
         return default
+
+
+def _refuse_name(obj: Any, name: str) -> None:
+    """Raise for `name`, or return when only some objects refuse it (and `obj` does not)."""
+    if name[:1] == "_":
+        raise AttributeError(f'"{name}" is an invalid attribute name because it starts with "_"')
+    if name in _REFUSED_NAMES:
+        raise AttributeError(
+            f'"{name}" is a restricted name, that is forbidden to access in RestrictedPython.'
+        )
+    if name in _STR_FORMATS and (
+        isinstance(obj, str | collections.UserString)
+        or (isinstance(obj, type) and issubclass(obj, str | collections.UserString))
+    ):
+        raise NotImplementedError("Using the format*() methods of `str` is not safe")
+    if name == "obj" and isinstance(obj, AttributeError):
+        # the object a failed lookup was made on: inside stdlib code, an internal one
+        raise AttributeError("AttributeError.obj is not available to hooks")
 
 
 def _guarded_hasattr(obj: Any, name: str) -> bool:
@@ -745,6 +766,7 @@ def _guarded_getitem(obj: Any, index: Any) -> Any:
 # Set by the import guard: this process has run hook code that imported a module since
 # the last reset_module_state(), so module caches may hold what it left (see there).
 _dirty = False
+_classes_defined = False  # and defined a class (see reset_module_state)
 
 
 def _guarded_import(
@@ -923,6 +945,8 @@ def make_globals(sink: LogSink) -> dict[str, Any]:
     hook_classes: set[type] = set()
 
     def build_class(func: Any, name: str, *bases: Any, **kwargs: Any) -> Any:
+        global _classes_defined
+        _classes_defined = True
         cls = builtins.__build_class__(func, name, *bases, **kwargs)
         hook_classes.add(cls)
         return cls
@@ -1009,7 +1033,7 @@ def reset_module_state() -> None:
     """Empty what an invocation may have left in module caches; the worker calls this
     after every invocation. Costs a global read and a len() when the hook imported
     nothing (only `str.encode`/`bytes.decode` reach a cache without an import)."""
-    global _dirty
+    global _dirty, _classes_defined
     if len(_encodings_cache) != len(_ENCODINGS_AT_START):
         _reset_codecs()
     if not _dirty:
@@ -1021,8 +1045,13 @@ def reset_module_state() -> None:
         if len(members) != len(at_start):
             members.clear()
             members.update(at_start)
-    for cls in _ABCS:
-        cls._abc_caches_clear()
+    if _classes_defined:
+        # isinstance/issubclass against an ABC remember the classes they were asked about
+        # (weakly: these caches keep nothing alive, but need not outlast the invocation).
+        # Only a hook's own classes are worth forgetting: 5 us, so only when it made one.
+        _classes_defined = False
+        for cls in _ABCS:
+            cls._abc_caches_clear()
     for cached in _LRU_CACHES:
         cached.cache_clear()
 
