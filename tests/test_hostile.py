@@ -104,6 +104,9 @@ def assert_alive(server: WtpyServer, canary: str) -> None:
         ("from os import system\n\n" + body_hook("return 1"), "import of module 'os' is not allowed"),
         ("import json.decoder, re._parser\n\n" + body_hook("return 1"),
          "import of module 're._parser' is not allowed"),
+        ("import json.tool\n\n" + body_hook("return json.tool.Path('/etc/hostname').read_text()"),
+         "import of module 'json.tool' is not allowed"),
+        ("import json.decoder as d\n\n" + body_hook("return 1"), "import of module 'json.decoder' is not allowed"),
     ],
 )  # fmt: skip
 def test_escape_refused_at_compile_time(server: WtpyServer, canary: str, code: str, reason: str) -> None:
@@ -169,6 +172,28 @@ def test_imports_outside_the_allow_list_refused(server: WtpyServer, canary: str,
          "Mapping.register is not available"),
         ("import json\njson.dumps = len\nreturn 1", "TypeError", "attribute-less object"),
         ("import json\nsetattr(json, 'loads', len)\nreturn 1", "TypeError", "attribute-less object"),
+        # issue 10: a GenericAlias forwarded every non-dunder read past the guard's checks
+        ("import functools, json\nfunctools.GenericAlias(functools, ()).update_wrapper(hook, json.dumps, (), ('__globals__',))",
+         "AttributeError", "functools.GenericAlias is not available"),
+        ("import re, json\nre.functools.update_wrapper(hook, json.dumps, (), ('__globals__',))", "AttributeError",
+         "module 'functools' is not available"),
+        ("import re\nreturn re.functools.singledispatch(len).register", "AttributeError",
+         "module 'functools' is not available"),
+        ("import collections, json\nu = collections.UserString('{0.__globals__[codecs].sys.modules[re]._cache}')\n"
+         "return collections.UserString[int].format(u, json.dumps)", "AttributeError", "has no attribute 'format'"),
+        ("import string, functools\nf = functools.GenericAlias(functools.GenericAlias(string, ()), ()).Formatter()\n"
+         "return f.get_field('0.__globals__', [len], {})", "AttributeError", "GenericAlias is not available"),
+        ("import collections.abc\ncollections.abc.Mapping[str, int].register(list)", "AttributeError",
+         "has no attribute 'register'"),
+        ("import hashlib, functools\nfunctools.GenericAlias(hashlib, ()).algorithms_available.add('s')", "AttributeError",
+         "GenericAlias is not available"),
+        ("import collections.abc\nclass S(str, collections.abc.Iterable):\n    pass\nS[int].register(list)",
+         "AttributeError", "has no attribute 'register'"),
+        ("return int.mro()[-1]", "AttributeError", "restricted name"),
+        ("import json\nreturn json.decoder.scanstring", "AttributeError", "module 'json.decoder' is not available"),
+        ("from json import tool\nreturn tool.Path('/etc/hostname').read_text()", "ImportError", "cannot import name 'tool'"),
+        ("import functools, json\nreturn functools.total_ordering(json.JSONEncoder)", "TypeError",
+         "takes a class the hook defined"),
         ("import json\ndelattr(json, 'loads')\nreturn 1", "TypeError", "attribute-less object"),
         ("setattr(dict, 'get', len)\nreturn 1", "TypeError", "attribute-less object"),
         ("setattr(context, '__class__', dict)\nreturn 1", "AttributeError", "setattr of '__class__'"),
@@ -488,3 +513,69 @@ def test_generators_that_refuse_to_close_cost_their_own_worker(server: WtpyServe
     for _ in range(3):
         assert invoke(server, name)["data"] == "answered"
         assert_alive(server, canary)
+
+
+# --- issue 10: module state one tenant could leave for the next ----------------------------------
+
+
+def test_abc_registrations_and_shared_sets_do_not_reach_the_next_tenant(many_workers: WtpyServer) -> None:
+    """One worker: tenant A's every way to change what B sees (ABC registration through an
+    alias, a module-level set through an alias or directly) fails or changes a copy."""
+    server = many_workers
+    secret = "secret-of-a-" + uuid.uuid4().hex
+    tamper = deploy(server, (
+        "import collections.abc, hashlib, functools\n\n"
+        "class S(str, collections.abc.Iterable):\n    pass\n\n"
+        + body_hook(
+            "out = []\n"
+            "for attempt in (lambda: collections.abc.Mapping[str, int].register(list),\n"
+            "                lambda: S[int].register(list), lambda: collections.abc.Mapping.register(list),\n"
+            "                lambda: functools.GenericAlias(hashlib, ()).algorithms_available.add(context['secret']),\n"
+            "                lambda: hashlib.algorithms_available.add(context['secret'])):\n"
+            "    try:\n        attempt()\n        out.append('ok')\n"
+            "    except AttributeError:\n        out.append('AttributeError')\n"
+            "return out"
+        )
+    ), secrets={"secret": secret})  # fmt: skip
+    check = deploy(server, (
+        "import collections.abc, hashlib\n\n"
+        + body_hook("return [isinstance([], collections.abc.Mapping), isinstance('x', collections.abc.Iterable),"
+                    " [a for a in hashlib.algorithms_available if a.startswith('secret')]]")
+    ))  # fmt: skip
+    body = {**CC_BODY, "context": {"secret": secret}}
+    for _ in range(2):
+        assert invoke(server, tamper, body)["data"] == ["AttributeError"] * 4 + ["ok"]
+        assert invoke(server, check)["data"] == [False, True, []]
+
+
+WORKER_RESETS_MODULE_STATE = "reset_module_state" in (
+    Path(__file__).resolve().parent.parent / "runtime" / "_worker.py"
+).read_text()
+
+
+@pytest.mark.skipif(not WORKER_RESETS_MODULE_STATE, reason="the worker does not call _policy.reset_module_state() yet")
+def test_module_caches_cannot_hold_memory_for_the_next_tenant(tmp_path: Path) -> None:
+    """One worker (512 MiB): tenant A parks 150 MB in re's pattern cache (a str subclass
+    pattern with a big attribute), 60 MB in encodings' cache of unknown names, and its
+    objects in strptime's cache, staying under the half-limit recycle rule; tenant B's
+    legitimate 300 MB must still fit (it fails with a MemoryError when the caches keep
+    A's memory)."""
+    server = WtpyServer(tmp_path / "data", workers=1)
+    server.start()
+    try:
+        park = deploy(server, (
+            "import re, datetime\n\nclass P(str):\n    pass\n\n"
+            + body_hook(
+                "p = P('wtpy-parked-' + context['tag'])\np.ballast = 'x' * (150 * 1024 * 1024)\nre.compile(p)\n"
+                "f = P('%Y')\nf.ballast = 'y' * (1024 * 1024)\ndatetime.datetime.strptime('2024', f)\n"
+                "for i in range(12):\n    try:\n        b'x'.decode('q' * (5 * 1024 * 1024) + context['tag'] + str(i))\n"
+                "    except LookupError:\n        pass\n"
+                "return 'parked'"
+            )
+        ))  # fmt: skip
+        big = deploy(server, body_hook("blob = 'z' * (300 * 1024 * 1024)\nreturn len(blob)"))
+        for round_ in range(2):
+            assert invoke(server, park, {**CC_BODY, "context": {"tag": str(round_)}})["data"] == "parked"
+            assert invoke(server, big)["data"] == 300 * 1024 * 1024
+    finally:
+        server.stop()

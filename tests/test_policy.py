@@ -10,6 +10,7 @@ reachable.
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import hashlib
 import json
@@ -472,10 +473,8 @@ def _reachable(depth: int = 5) -> dict[int, tuple[str, Any]]:
                 if isinstance(value, dict) and len(value) < 100:
                     following += [(f"{path}.{name}[{k!r}]", item) for k, item in value.items()]
                 if isinstance(value, type):
-                    try:
+                    with contextlib.suppress(Exception):
                         following.append((f"{path}.{name}[int]", _guarded_getitem(value, int)))
-                    except Exception:
-                        pass
         frontier = following
     return seen
 
