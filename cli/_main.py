@@ -373,18 +373,26 @@ cli.add_lazy_command("tokenserver", "wtpy.tokenserver:command")  # reference OAu
     type=click.IntRange(min=1),
     help="Sandbox worker processes (default: the number of CPUs plus one, at least 2).",
 )
-def serve(host: str, port: int, data_dir: Path | None, workers: int | None) -> None:
+@click.option(
+    "--unsafe-no-os-sandbox",
+    is_flag=True,
+    help="Development only: run hooks without the OS sandbox (namespaces, seccomp, uid per "
+    "worker) where it cannot be set up; logged loudly. Also $WTPY_UNSAFE_NO_OS_SANDBOX=1.",
+)
+def serve(host: str, port: int, data_dir: Path | None, workers: int | None, unsafe_no_os_sandbox: bool) -> None:
     """Run the wtpy runtime server in the foreground.
 
     On first start the admin token is printed once; it is kept in DATA_DIR/admin.token.
     """
     from wtpy.runtime import serve as run_server
 
+    extra: dict[str, object] = {"os_sandbox": False} if unsafe_no_os_sandbox else {}
     run_server(
         host=host,
         port=port,
         data_dir=data_dir.expanduser() if data_dir is not None else None,
         workers=workers,
+        **extra,
     )
 
 

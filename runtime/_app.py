@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from . import _api, _invoke, _logs
 from ._http import ApiError, error_response, json_response, where_raised
+from ._pool import OsSandboxUnavailable
 from ._runtime import Runtime
 from ._settings import Settings
 
@@ -74,7 +75,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await runtime.start()
+        try:
+            await runtime.start()
+        except OsSandboxUnavailable as exc:
+            print(f"wtpy: {exc}", file=sys.stderr, flush=True)
+            raise
         if runtime.admin_token_created and settings.announce_token:
             # Shown once, at creation; afterwards it lives only in the data dir (mode 0600).
             print(

@@ -144,6 +144,7 @@ class Invoker:
                 args=args,
                 order=order,
                 timeout=_timeout(webtask.meta, runtime),
+                container=webtask.container,
                 on_logs=lambda lines: runtime.logs.publish_lines(
                     webtask.container, webtask.name, request_id, lines, webtask.secrets
                 ),

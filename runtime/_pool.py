@@ -1,9 +1,16 @@
-"""A pool of pre-started sandbox worker processes that run hooks one job at a time.
+"""A pool of sandbox worker processes that run hooks one job at a time.
 
-Each worker is a fresh interpreter (`python -I -m wtpy.runtime._worker`, never a fork
-of the server) started with a minimal environment, so nothing of the server's state
-or environment (admin token, secret key, other tenants' secrets) is in its memory.
-Frames travel on the worker's stdin/stdout (see `_protocol.py`); stderr is inherited.
+Workers are forked by a zygote (`_zygote.py`: a fresh interpreter started with a minimal
+environment, never a fork of the server, so nothing of the server's state or environment
+is in its memory), and each enters the OS sandbox (`_oslayer.py`) before it says ready.
+Frames travel on a socket per worker (see `_protocol.py`); stderr is inherited.
+
+A worker serves one container for its whole life (as Webtask ran a container per tenant):
+a trap one tenant leaves in a worker can only ever meet that tenant again. The pool keeps
+`size` processes: workers bound to a container, and pristine spares not yet bound. A call
+for a container takes an idle worker of its own, else a spare; else an idle worker of
+another container is retired (least recently used first) and its replacement, a spare,
+serves the call. Waiting calls are served first come, first served.
 
 Failure handling, in one place:
 
@@ -12,7 +19,10 @@ Failure handling, in one place:
 * ``recycle: true`` in a reply, or ``max_jobs_per_worker`` reached -> replaced after the
   result is returned;
 * the awaiting caller is cancelled -> the reply is still read in the background (until
-  the job's deadline) before the worker goes back to the idle queue.
+  the job's deadline) before the worker goes back to the idle queue;
+* a worker that dies while idle is noticed when it exits (its pidfd, or the end of its
+  stream), dropped from the idle lists and replaced; a job is never sent to a worker
+  whose exit has been seen.
 
 A replaced worker is reaped and a new one spawned in the background, retrying with
 backoff until it starts, so the pool never loses capacity permanently and `run()`
@@ -26,21 +36,22 @@ import contextlib
 import itertools
 import logging
 import os
-import signal
-import sys
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._protocol import MAX_FRAME_BYTES, FrameError, decode, encode
+from ._procs import ExecLauncher, Launcher, WorkerProc, ZygoteLauncher
+from ._protocol import FrameError, encode
 
-__all__ = ["ArgumentsNotEncodable", "JobResult", "PoolClosedError", "WorkerPool", "WorkerStartError"]
+__all__ = [
+    "ArgumentsNotEncodable", "JobResult", "OsSandboxUnavailable", "PoolClosedError", "WorkerPool",
+    "WorkerStartError",
+]  # fmt: skip
 
 logger = logging.getLogger("wtpy.pool")
 
-DEFAULT_WORKER_ARGV: tuple[str, ...] = (sys.executable, "-I", "-m", "wtpy.runtime._worker")
 MEMORY_ENV = "WTPY_WORKER_MEMORY_MB"
 
 KILLED_ERROR: dict[str, Any] = {
@@ -49,7 +60,7 @@ KILLED_ERROR: dict[str, Any] = {
     "(memory or CPU limit exceeded, or it crashed)",
 }
 
-_REAP_TIMEOUT = 5.0
+UNSAFE_ENV = "WTPY_UNSAFE_NO_OS_SANDBOX"
 # How late past its deadline a job may be noticed (the timeout's resolution).
 DEADLINE_CHECK_SECONDS = 0.01
 
@@ -92,150 +103,29 @@ class WorkerStartError(RuntimeError):
     """start() could not bring up the initial workers."""
 
 
+class OsSandboxUnavailable(WorkerStartError):
+    """The OS layer of the sandbox cannot be set up on this machine (start() refuses)."""
+
+
 class _ProtocolViolation(Exception):
     """The worker sent a well-formed frame that makes no sense here."""
 
 
-class _Proc(asyncio.SubprocessProtocol):
-    """One worker process. Its stdout is cut into frames right in the pipe callback (no
-    StreamReader, no task switch per read); its stdin is the pipe transport itself."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.SubprocessTransport | None = None
-        self.stdin: asyncio.WriteTransport | None = None
-        self.pid = 0
-        # stdout closed, or the stream broke (frames before it stay readable); from then on
-        # the worker's output is dropped unread, and alive() is False.
-        self.eof = False
-        self.timed_out = False  # the running job's deadline passed (set by the pool's timer)
-        self._buffer = bytearray()
-        self._frames: deque[tuple[int, dict[str, Any] | FrameError]] = deque()  # (size, frame)
-        self._queued = 0  # payload bytes in _frames
-        self._waiter: asyncio.Future[None] | None = None
-        # Kept: asyncio.get_running_loop() costs a getpid() syscall on every call (3.11).
-        self.loop = asyncio.get_running_loop()
-        self._exited: asyncio.Future[None] = self.loop.create_future()
-
-    # -- protocol callbacks
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's process transport implements the interface without subclassing it.
-        self.transport = transport  # type: ignore[assignment]
-        self.pid = transport.get_pid()
-        self.stdin = transport.get_pipe_transport(0)  # type: ignore[assignment]
-
-    def pipe_data_received(self, fd: int, data: bytes | bytearray) -> None:
-        if fd != 1 or self.eof:
-            return
-        buffer = self._buffer
-        if not buffer and 4 <= len(data) <= 4 + MAX_FRAME_BYTES and len(data) == 4 + int.from_bytes(data[:4], "big"):
-            # The usual case: one whole reply in one read; decoded without a copy.
-            self._accept(len(data) - 4, memoryview(data)[4:])
-            self._wake()
-            return
-        buffer += data
-        while len(buffer) >= 4:
-            length = int.from_bytes(buffer[:4], "big")
-            if length > MAX_FRAME_BYTES:
-                self._break(FrameError(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}"))
-                break
-            end = 4 + length
-            if len(buffer) < end:
-                break
-            payload = bytes(buffer[4:end])
-            del buffer[:end]
-            if not self._accept(length, payload):
-                break
-        self._wake()
-
-    def _accept(self, length: int, payload: bytes | memoryview) -> bool:
-        """Queue one frame; False (and the stream broken) when it cannot be accepted."""
-        # The pool asks for one reply at a time: a worker that sends more than a frame's
-        # worth nobody has read yet is broken (or hostile); stop buffering its output.
-        self._queued += length
-        if self._queued > MAX_FRAME_BYTES:
-            self._break(FrameError("the worker sent frames nobody asked for"))
-            return False
-        try:
-            self._frames.append((length, decode(payload)))
-        except FrameError as exc:
-            self._break(exc)
-            return False
-        return True
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if fd == 1:
-            self.eof = True
-            self._wake()
-
-    def process_exited(self) -> None:
-        if not self._exited.done():
-            self._exited.set_result(None)
-
-    # -- used by the pool
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self.transport is None else self.transport.get_returncode()
-
-    def alive(self) -> bool:
-        return self.returncode is None and not self.eof
-
-    def write(self, data: bytes) -> None:
-        assert self.stdin is not None
-        self.stdin.write(data)
-
-    def expire(self) -> None:
-        """The job's deadline passed: a pending or later read() raises TimeoutError."""
-        self.timed_out = True
-        self._wake()
-
-    async def read(self) -> dict[str, Any]:
-        """The next frame. Safe to cancel and call again: nothing is lost."""
-        frames = self._frames
-        while not frames:
-            if self.timed_out:
-                raise TimeoutError
-            if self.eof:
-                raise FrameError("peer closed the stream")
-            self._waiter = self.loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        size, item = frames.popleft()
-        self._queued -= size
-        if isinstance(item, FrameError):
-            raise item
-        return item
-
-    async def wait(self) -> None:
-        await asyncio.shield(self._exited)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def _break(self, error: FrameError) -> None:
-        self._frames.append((0, error))
-        self.eof = True
-        self._buffer.clear()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+# Kept for the tests of frame cutting: the transport-agnostic reader.
+_Proc = WorkerProc
 
 
 class _Worker:
-    __slots__ = ("proc", "pid", "keys", "jobs", "max_jobs")
+    __slots__ = ("proc", "pid", "keys", "jobs", "max_jobs", "container", "idle")
 
-    def __init__(self, proc: _Proc) -> None:
+    def __init__(self, proc: WorkerProc) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.keys: set[str] = set()  # code keys this worker has been sent
         self.jobs = 0
         self.max_jobs = 0  # set by the pool
+        self.container: str | None = None  # bound on its first job, for life
+        self.idle = False  # in the pool's idle lists (bound or spare)
 
     def alive(self) -> bool:
         return self.proc.alive()
@@ -245,30 +135,9 @@ class _Worker:
         return self.proc.read()
 
 
-def _kill(proc: _Proc) -> None:
-    """SIGKILL the worker's process group (it leads its own session), not yet reaped."""
-    if proc.returncode is not None or proc.transport is None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError):
-            proc.transport.kill()
-
-
-async def _reap(proc: _Proc) -> None:
-    """Wait for a killed worker to exit, then close our ends of its pipes."""
-    try:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), _REAP_TIMEOUT)
-    finally:
-        # The transport of an exited process stays open until it is closed (a
-        # ResourceWarning at GC).
-        proc.close()
-
-
 class WorkerPool:
-    """`size` worker processes, each running one job at a time; callers queue for a worker."""
+    """`size` worker processes, each running one job at a time and serving one container
+    for life; callers queue for a worker."""
 
     def __init__(
         self,
@@ -277,11 +146,17 @@ class WorkerPool:
         memory_mb: int = 512,
         max_jobs_per_worker: int = 10_000,
         worker_argv: Sequence[str] | None = None,
+        zygote_argv: Sequence[str] | None = None,
+        os_sandbox: bool = True,
+        uid_base: int | None = None,
         start_timeout: float = 30.0,
         max_log_lines: int = 1000,
         max_log_bytes: int = 65536,
         on_event: EventCallback | None = None,
     ) -> None:
+        """`worker_argv` starts every worker as its own process on pipes, with no OS sandbox
+        (the pool tests' fake worker); by default the zygote forks them (`zygote_argv`
+        replaces its command, for tests), inside the OS sandbox unless `os_sandbox` is off."""
         if size < 1:
             raise ValueError("size must be at least 1")
         if max_jobs_per_worker < 1:
@@ -289,14 +164,16 @@ class WorkerPool:
         self.size = size
         self.memory_mb = memory_mb
         self.max_jobs_per_worker = max_jobs_per_worker
-        self._argv = list(worker_argv) if worker_argv is not None else list(DEFAULT_WORKER_ARGV)
         # The whole environment of a worker: nothing is inherited from the server.
-        self._env = {
-            "PATH": os.defpath,
-            "LANG": "C.UTF-8",
-            "TZ": "UTC",
-            MEMORY_ENV: str(memory_mb),
-        }
+        env = {"PATH": os.defpath, "LANG": "C.UTF-8", "TZ": "UTC", MEMORY_ENV: str(memory_mb)}
+        self._launcher: Launcher = (
+            ExecLauncher(worker_argv, env)
+            if worker_argv is not None
+            else ZygoteLauncher(
+                env, os_sandbox=os_sandbox, argv=zygote_argv, uid_base=uid_base, start_timeout=start_timeout
+            )
+        )
+        self.os_sandbox = self._launcher.os_sandbox
         self._start_timeout = start_timeout
         self._max_log_lines = max_log_lines
         self._max_log_bytes = max_log_bytes
@@ -305,18 +182,25 @@ class WorkerPool:
         self._backoff_max = 5.0
 
         self._ids = itertools.count(1)
-        self._idle: deque[_Worker] = deque()
-        self._waiters: deque[asyncio.Future[_Worker | None]] = deque()
+        # Idle workers bound to a container (last in, first out), their least recently used
+        # order across containers (which one to retire), and pristine spares.
+        self._idle: dict[str, list[_Worker]] = {}
+        self._idle_lru: OrderedDict[_Worker, None] = OrderedDict()
+        self._spares: list[_Worker] = []
+        self._waiters: deque[tuple[str, asyncio.Future[_Worker | None]]] = deque()
         self._workers: dict[int, _Worker] = {}  # ready workers (idle or busy) by pid
-        self._starting: set[_Proc] = set()
-        self._dying: set[_Proc] = set()  # killed, not yet reaped
+        self._starting: set[WorkerProc] = set()
+        self._dying: set[WorkerProc] = set()  # killed, not yet reaped
+        self._replacing = 0  # replacements on their way (each one becomes a spare)
+        # Worker slots (a distinct host uid each, under the OS sandbox): freed on exit.
+        self._free_slots = list(range(2 * size + 2))[::-1]
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._closed = False
         self._close_done = asyncio.Event()
         # Deadlines of the jobs in flight, checked every DEADLINE_CHECK_SECONDS while there
         # are any: cheaper than arming and cancelling a timer for every job.
-        self._deadlines: dict[_Proc, float] = {}
+        self._deadlines: dict[WorkerProc, float] = {}
         self._deadline_check: asyncio.TimerHandle | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -330,11 +214,28 @@ class WorkerPool:
     def closed(self) -> bool:
         return self._closed
 
+    def bound_containers(self) -> dict[int, str | None]:
+        """pid -> the container each ready worker serves (None: a spare not yet bound)."""
+        return {pid: worker.container for pid, worker in self._workers.items()}
+
     async def start(self) -> None:
-        """Spawn `size` workers concurrently and wait until each has said it is ready."""
+        """Start the launcher and `size` workers; refuse (OsSandboxUnavailable) when the OS
+        sandbox was asked for and cannot be set up."""
         if self._started or self._closed:
             raise RuntimeError("WorkerPool.start() may be called once, before close()")
         self._started = True
+        try:
+            problem = await self._launcher.start()
+        except BaseException as exc:
+            await self.close()
+            raise WorkerStartError(f"could not start the sandbox zygote: {exc!r}") from exc
+        if problem is not None and self.os_sandbox:
+            await self.close()
+            raise OsSandboxUnavailable(
+                f"the OS sandbox cannot be set up on this machine: {problem}. wtpy refuses to run "
+                f"hooks without it; for development only, set {UNSAFE_ENV}=1 (or pass "
+                "--unsafe-no-os-sandbox to wtpy serve) to run them under RestrictedPython and rlimits alone"
+            )
         results = await asyncio.gather(
             *(self._spawn_retrying(max_attempts=3) for _ in range(self.size)),
             return_exceptions=True,
@@ -352,8 +253,8 @@ class WorkerPool:
             self._release(worker)
 
     async def close(self) -> None:
-        """Kill every worker (idle, busy or starting). Idempotent; every caller returns
-        once the workers are gone."""
+        """Kill every worker (idle, busy or starting) and the zygote. Idempotent; every
+        caller returns once the workers are gone."""
         if self._closed:
             await self._close_done.wait()
             return
@@ -362,7 +263,7 @@ class WorkerPool:
             self._deadline_check.cancel()
             self._deadline_check = None
         while self._waiters:
-            waiter = self._waiters.popleft()
+            _, waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
         tasks = list(self._tasks)
@@ -371,10 +272,14 @@ class WorkerPool:
         procs = [w.proc for w in self._workers.values()] + list(self._starting | self._dying)
         self._workers.clear()
         self._idle.clear()
+        self._idle_lru.clear()
+        self._spares.clear()
         for proc in procs:
-            _kill(proc)
+            proc.on_dead = None
+            proc.kill()
         try:
-            await asyncio.gather(*tasks, *(_reap(p) for p in procs), return_exceptions=True)
+            await asyncio.gather(*tasks, *(p.reap() for p in procs), return_exceptions=True)
+            await self._launcher.close()
         finally:
             self._close_done.set()
 
@@ -391,15 +296,17 @@ class WorkerPool:
         timeout: float,
         cpu_seconds: float | None = None,
         on_logs: LogsCallback | None = None,
+        container: str = "",
     ) -> JobResult:
-        """Run one hook invocation on an idle worker (waiting for one if all are busy).
+        """Run one hook invocation on an idle worker of `container` (waiting for one if
+        none is free).
 
         `timeout` is wall-clock seconds from when the job is handed to a worker. `on_logs`
         gets the lines a slow hook logs while it runs (the rest come in the JobResult).
         Never raises for a worker failure: those come back as `timeout` / `killed`.
         Raises ArgumentsNotEncodable (a TypeError) when `args` cannot be framed.
         """
-        worker = await self._acquire()
+        worker = await self._acquire(container)
         job_id = next(self._ids)
         message: dict[str, Any] = {
             "id": job_id,
@@ -486,7 +393,7 @@ class WorkerPool:
             error = {"name": "Error", "message": "The hook failed without an error description"}
         return JobResult("error", error=error, logs=logs, duration_ms=duration)
 
-    def _watch_deadline(self, proc: _Proc, deadline: float) -> None:
+    def _watch_deadline(self, proc: WorkerProc, deadline: float) -> None:
         self._deadlines[proc] = deadline
         if self._deadline_check is None:
             self._deadline_check = proc.loop.call_later(DEADLINE_CHECK_SECONDS, self._check_deadlines)
@@ -532,23 +439,62 @@ class WorkerPool:
         else:
             self._finish(worker, reply)
 
-    # ----------------------------------------------------------------- idle queue
+    # ----------------------------------------------------------------- idle lists
 
-    async def _acquire(self) -> _Worker:
+    def _take_idle(self, container: str, *, spare: bool = True) -> _Worker | None:
+        """An idle worker for `container`: its own (last in, first out: caches warm), else
+        (if `spare`) a spare, which is bound to it now."""
+        own = self._idle.get(container)
+        if own:
+            worker = own.pop()
+            if not own:
+                del self._idle[container]
+            del self._idle_lru[worker]
+        elif spare and self._spares:
+            worker = self._spares.pop()
+            worker.container = container
+        else:
+            return None
+        worker.idle = False
+        return worker
+
+    def _park(self, worker: _Worker) -> None:
+        worker.idle = True
+        if worker.container is None:
+            self._spares.append(worker)
+        else:
+            self._idle.setdefault(worker.container, []).append(worker)
+            self._idle_lru[worker] = None
+
+    def _unpark(self, worker: _Worker) -> None:
+        """Take an idle worker out of the idle lists (it died, or is being retired)."""
+        if not worker.idle:
+            return
+        worker.idle = False
+        if worker.container is None:
+            with contextlib.suppress(ValueError):
+                self._spares.remove(worker)
+            return
+        self._idle_lru.pop(worker, None)
+        own = self._idle.get(worker.container)
+        if own is not None:
+            with contextlib.suppress(ValueError):
+                own.remove(worker)
+            if not own:
+                del self._idle[worker.container]
+
+    async def _acquire(self, container: str) -> _Worker:
         while True:
             if self._closed:
                 raise PoolClosedError("the worker pool is closed")
             if not self._started:
                 raise RuntimeError("WorkerPool.start() has not been called")
-            if self._idle:
-                # Last in, first out: the worker that finished most recently has its caches
-                # warm and may not be asleep yet (+20% at c=1). That a big job's grown address
-                # space then meets the next caller is handled in the worker, which asks to be
-                # replaced after such a job (_worker.Worker._recycle_mapped).
-                worker: _Worker | None = self._idle.pop()
-            else:
+            # Its own idle worker serves a call at once; a spare goes to the oldest waiter.
+            worker = self._take_idle(container, spare=not self._waiters)
+            if worker is None:
                 waiter: asyncio.Future[_Worker | None] = asyncio.get_running_loop().create_future()
-                self._waiters.append(waiter)
+                self._waiters.append((container, waiter))
+                self._make_room()
                 try:
                     worker = await waiter
                 except asyncio.CancelledError:
@@ -557,7 +503,7 @@ class WorkerPool:
                         self._release(waiter.result())  # type: ignore[arg-type]
                     else:
                         with contextlib.suppress(ValueError):
-                            self._waiters.remove(waiter)
+                            self._waiters.remove((container, waiter))
                     raise
             if worker is None:
                 continue  # closed while waiting; raises above
@@ -565,42 +511,119 @@ class WorkerPool:
                 return worker
             self._discard(worker, "found dead while idle")
 
+    def _uncovered(self) -> int:
+        """Waiters that no replacement on its way will serve."""
+        return sum(1 for _, waiter in self._waiters if not waiter.done()) - self._replacing
+
+    def _make_room(self) -> None:
+        """Retire idle workers of other containers (least recently used first) while
+        waiters outnumber the replacements on their way."""
+        self._serve_waiters()
+        while self._idle_lru and self._uncovered() > 0:
+            victim = next(iter(self._idle_lru))
+            self._discard(victim, "retired to make room for another container")
+
+    def _serve_waiters(self) -> None:
+        """Hand idle workers to the waiters they can serve, oldest waiter first."""
+        waiters = self._waiters
+        while waiters and (waiters[0][1].done()):
+            waiters.popleft()
+        if not waiters:
+            return
+        for container, waiter in list(waiters):
+            if waiter.done():
+                continue
+            worker = self._take_idle(container)
+            if worker is None:
+                continue
+            waiters.remove((container, waiter))
+            waiter.set_result(worker)
+
     def _release(self, worker: _Worker) -> None:
+        """A worker is free (a job finished, or it just started): to the oldest waiter it
+        can serve, else to the idle lists; then make room for the waiters left."""
         if self._closed:
             # close() has already taken (and reaps) every worker it knew about.
-            _kill(worker.proc)
+            worker.proc.kill()
+            return
+        if not worker.alive():
+            self._discard(worker, "died")
             return
         waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
+        while waiters and waiters[0][1].done():
+            waiters.popleft()
+        if waiters:
+            container, waiter = waiters[0]
+            if worker.container is None or worker.container == container:
+                waiters.popleft()
+                worker.container = container
                 waiter.set_result(worker)
                 return
-        self._idle.append(worker)
+            # The oldest waiter needs another container. Serve a younger waiter of this
+            # worker's container only if replacements already cover every waiter before it.
+            ahead = 0
+            for index, (other, pending) in enumerate(waiters):
+                if pending.done():
+                    continue
+                if other == worker.container:
+                    if ahead <= self._replacing:
+                        del waiters[index]
+                        pending.set_result(worker)
+                        return
+                    break
+                ahead += 1
+            if self._uncovered() > 0:
+                self._discard(worker, "retired to make room for another container")
+                return
+        self._park(worker)
+        if waiters:
+            self._make_room()
 
     # ----------------------------------------------------------------- replacement
 
+    def _worker_died(self, worker: _Worker) -> None:
+        """The process exited or its stream ended. Idle: replace it now. Busy: the job's
+        read() sees it and run() replaces it."""
+        if worker.idle and not self._closed:
+            self._unpark(worker)
+            self._discard(worker, "died while idle")
+
     def _discard(self, worker: _Worker, reason: str) -> None:
         """Kill a worker now; reap it and start its replacement in the background."""
-        self._workers.pop(worker.pid, None)
-        _kill(worker.proc)
+        if self._workers.pop(worker.pid, None) is None:
+            return  # already discarded
+        self._unpark(worker)
+        worker.proc.on_dead = None
+        worker.proc.kill()
         if self._closed:
             return  # close() reaps it
-        self._emit("worker_exit", pid=worker.pid, reason=reason, jobs=worker.jobs)
+        self._emit("worker_exit", pid=worker.pid, reason=reason, jobs=worker.jobs, container=worker.container)
         logger.debug("replacing sandbox worker %d: %s", worker.pid, reason)
         self._dying.add(worker.proc)
+        self._replacing += 1
         self._background(self._replace(worker.proc))
 
-    async def _replace(self, proc: _Proc) -> None:
+    async def _replace(self, proc: WorkerProc) -> None:
         try:
-            await _reap(proc)  # at most `size` worker processes exist at any time
+            try:
+                await proc.reap()  # at most `size` worker processes exist at any time
+            finally:
+                self._dying.discard(proc)
+                self._free_slot(proc)
+            if self._closed:
+                return
+            worker = await self._spawn_retrying(max_attempts=None)
         finally:
-            self._dying.discard(proc)
-        if self._closed:
-            return
-        worker = await self._spawn_retrying(max_attempts=None)
+            self._replacing -= 1
         if worker is not None:
             self._release(worker)
+
+    def _free_slot(self, proc: WorkerProc) -> None:
+        """A slot is reused only once its process has exited (one that survived SIGKILL
+        for _REAP_TIMEOUT keeps its slot, and its uid, for good)."""
+        if proc.slot >= 0 and proc.exited:
+            self._free_slots.append(proc.slot)
+            proc.slot = -1
 
     async def _spawn_retrying(self, *, max_attempts: int | None) -> _Worker | None:
         """Spawn a worker, retrying with exponential backoff. None once the pool is closed."""
@@ -627,16 +650,14 @@ class WorkerPool:
         return None
 
     async def _spawn(self) -> _Worker:
-        _, proc = await asyncio.get_running_loop().subprocess_exec(
-            _Proc,
-            *self._argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=None,
-            env=self._env,
-            cwd="/",
-            start_new_session=True,  # no terminal signals; killpg reaches anything it started
-        )
+        if not self._free_slots:
+            raise WorkerStartError("no free worker slot (workers killed but not yet exited)")
+        slot = self._free_slots.pop()
+        try:
+            proc = await self._launcher.spawn(slot)
+        except BaseException:
+            self._free_slots.append(slot)
+            raise
         self._starting.add(proc)
         try:
             async with asyncio.timeout(self._start_timeout):
@@ -644,14 +665,16 @@ class WorkerPool:
             if hello.get("ready") is not True:
                 raise FrameError(f"unexpected first frame from worker: {str(hello)[:200]}")
         except BaseException:
-            _kill(proc)
-            await _reap(proc)
+            proc.kill()
+            await proc.reap()
+            self._free_slot(proc)
             raise
         finally:
             self._starting.discard(proc)
         worker = _Worker(proc)
         worker.max_jobs = self.max_jobs_per_worker
         self._workers[worker.pid] = worker
+        proc.on_dead = lambda: self._worker_died(worker)
         self._emit("worker_ready", pid=worker.pid)
         return worker
 
@@ -674,4 +697,3 @@ class WorkerPool:
             self._on_event(event, info)
         except Exception:
             logger.exception("worker pool on_event callback failed")
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -12,11 +13,13 @@ from ._crypto import SecretBox
 from ._datadir import acquire_data_dir_lock, ensure_data_dir
 from ._logs import LogHub
 from ._pool import WorkerPool
-from ._settings import Settings
+from ._settings import UNSAFE_NO_OS_SANDBOX_ENV, Settings
 from ._store import Store, StoredToken, Webtask
 from ._tokens import TokenRegistry, format_time, hash_token, new_scoped_token
 
 __all__ = ["Runtime"]
+
+logger = logging.getLogger("wtpy.runtime")
 
 
 def merge_patch(current: Mapping[str, str], patch: Mapping[str, Any]) -> dict[str, str]:
@@ -45,6 +48,7 @@ class Runtime:
             settings.workers,
             memory_mb=settings.worker_memory_mb,
             max_jobs_per_worker=settings.worker_max_jobs,
+            os_sandbox=settings.os_sandbox,
         )
         # Real-time logs (history ring buffer + SSE followers).
         self.logs = LogHub(settings.log_history, ping_interval=settings.log_ping_interval)
@@ -62,6 +66,13 @@ class Runtime:
         self._store = Store(data_dir / "wtpy.sqlite3", box)
         self.tokens = TokenRegistry(self._store.tokens())
         self.admin_token, self.admin_token_created = load_or_create_admin_token(data_dir)
+        if not self.settings.os_sandbox:
+            logger.warning(
+                "*** the OS sandbox is OFF (%s / --unsafe-no-os-sandbox): hooks run under "
+                "RestrictedPython and rlimits only; a hook that escapes the language layer owns "
+                "the worker process and whatever it can reach. Development only. ***",
+                UNSAFE_NO_OS_SANDBOX_ENV,
+            )
         await self.pool.start()
 
     async def close(self) -> None:

@@ -16,6 +16,14 @@ def default_data_dir(env: os._Environ[str] | dict[str, str] = os.environ) -> Pat
     return Path(base) / "wtpy"
 
 
+UNSAFE_NO_OS_SANDBOX_ENV = "WTPY_UNSAFE_NO_OS_SANDBOX"
+
+
+def _os_sandbox_default() -> bool:
+    # Development only, and logged loudly at start (see docs/security.md).
+    return os.environ.get(UNSAFE_NO_OS_SANDBOX_ENV, "").strip().lower() not in ("1", "true", "yes")
+
+
 def _default_workers() -> int:
     # One more than the CPUs: a worker spends part of every job being woken up and handing
     # its answer back, and the spare one keeps the CPUs busy meanwhile (bench/RESULTS.md).
@@ -34,6 +42,9 @@ class Settings:
     # half of worker_memory_mb). A replacement costs ~75 ms of CPU and one worker less while
     # it starts: at 10,000 jobs that happened every few seconds under load (latency spikes).
     worker_max_jobs: int = 100_000
+    # The OS layer of the sandbox (namespaces, empty read-only root, seccomp, a uid per
+    # worker): the server refuses to start where it cannot be set up, unless this is off.
+    os_sandbox: bool = field(default_factory=_os_sandbox_default)
     # The original platform's limit; a webtask may lower or raise it with the
     # `wtpy-timeout` meta (seconds), never above max_timeout.
     default_timeout: float = 20.0

@@ -38,6 +38,7 @@ from ._policy import (
     LogSink,
     compile_hook,
     make_globals,
+    reset_module_state,
     resolve_hook,
 )
 from ._protocol import FrameError, encode, read_frame_blocking, write_frame_blocking
@@ -139,6 +140,14 @@ def _apply_rlimits(memory_mb: int) -> None:
     # Ctrl-C in the server's terminal reaches the whole process group; the pool decides
     # when workers stop (it kills them, or closes stdin and we exit at EOF).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A sandboxed worker is PID 1 of its namespace, and the kernel does not apply a default
+    # action to PID 1: without a handler, RLIMIT_CPU's SIGXCPU would be ignored. (A loop in
+    # C that never returns to the interpreter is stopped by the pool's wall-clock deadline.)
+    signal.signal(signal.SIGXCPU, _on_cpu_limit)
+
+
+def _on_cpu_limit(signum: int, frame: Any) -> None:
+    os._exit(128 + signal.SIGXCPU)
 
 
 # Codecs a hook may name (bytes.decode("utf-16"), ...): looked up, so imported, at start.
@@ -597,6 +606,8 @@ def _invoke_with(compiled: CompiledHook, job: _Job, sink: LogSink) -> tuple[dict
         # Hook functions and the globals dict reference each other: break the cycle now
         # rather than leave the hook's data for the garbage collector.
         namespace.clear()
+        # Module caches (re, strptime, codecs, ABCs) keep nothing of this invocation.
+        reset_module_state()
     if failure is not None:
         error = failure.envelope(job.filename, compiled.lines)
         return {"ok": False, "error": error, "logs": sink.entries}, memory_error
@@ -673,7 +684,9 @@ def write_reply(out: BinaryIO, reply: dict[str, Any]) -> None:
 class Worker:
     """Protocol handler: the compiled-code cache and the dispatch of frames."""
 
-    def __init__(self, memory_mb: int = DEFAULT_MEMORY_MB, live_logs: BinaryIO | None = None) -> None:
+    def __init__(
+        self, memory_mb: int = DEFAULT_MEMORY_MB, live_logs: BinaryIO | None = None, statm_fd: int | None = None
+    ) -> None:
         self._cache: OrderedDict[str, CompiledHook | CompileFailure] = OrderedDict()
         # Where a running hook's log lines go as it runs ("logs" frames; see LogSink).
         self._live_logs = live_logs
@@ -684,6 +697,9 @@ class Worker:
         # so RSS does not show it), and under RLIMIT_AS the next invocation, maybe another
         # tenant's, would meet a MemoryError a fresh worker would not. Read with one pread.
         self._recycle_mapped = _address_space[0] // 2 if _address_space is not None else 0
+        if statm_fd is not None:  # opened before the OS sandbox took /proc away
+            self._statm = statm_fd
+            return
         try:
             self._statm = os.open("/proc/self/statm", os.O_RDONLY)
         except OSError:  # no /proc: _heap_grown then errs on the side of replacing
@@ -760,29 +776,44 @@ class Worker:
 
 
 def main() -> int:
-    warnings.simplefilter("ignore")  # e.g. SyntaxWarnings while compiling a hook
+    """`python -m wtpy.runtime._worker`: one worker on stdin/stdout (no OS sandbox; the
+    server forks its workers from the zygote instead, see _zygote.py)."""
     memory_mb = _memory_mb(os.environ)
     proto_in, proto_out = _private_stdio()
     if os.geteuid() == 0:
         _preload()  # before _drop_privileges (the files may be root's only)
+    return serve(proto_in, proto_out, memory_mb, drop_privileges=True)
+
+
+def serve(
+    proto_in: BinaryIO,
+    proto_out: BinaryIO,
+    memory_mb: int,
+    *,
+    statm_fd: int | None = None,
+    drop_privileges: bool = False,
+    hello: Mapping[str, Any] | None = None,
+) -> int:
+    """Apply the rlimits, say ready, then answer frames until EOF (the exit status)."""
+    warnings.simplefilter("ignore")  # e.g. SyntaxWarnings while compiling a hook
     _apply_rlimits(memory_mb)
-    if _drop_privileges(os.environ):
+    if drop_privileges and _drop_privileges(os.environ):
         _lower(resource.RLIMIT_NPROC, 0)  # now it applies: no fork, no threads
     signal.signal(signal.SIGALRM, _on_alarm)
-    worker = Worker(memory_mb, live_logs=proto_out)
+    worker = Worker(memory_mb, live_logs=proto_out, statm_fd=statm_fd)
     # Everything alive now is the worker's own and lives forever: take it out of the
     # cyclic collector so the per-invocation collection (_finalize_leftovers) stays cheap.
     gc.collect()
     gc.freeze()
     try:
-        write_frame_blocking(proto_out, {"ready": True, "pid": os.getpid()})
+        write_frame_blocking(proto_out, {"ready": True, "pid": os.getpid(), **(hello or {})})
         while True:
             try:
                 frame = read_frame_blocking(proto_in)
             except FrameError:
                 return 2  # the stream is out of sync: nothing sensible left to do
             if frame is None:
-                return 0  # the pool closed our stdin
+                return 0  # the pool closed our end
             reply = worker.handle(frame)
             write_reply(proto_out, reply)
     except BrokenPipeError:

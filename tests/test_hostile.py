@@ -295,9 +295,8 @@ def test_network_and_fork_are_out_of_reach(server: WtpyServer, canary: str) -> N
     assert_alive(server, canary)
 
 
-def _worker_pids(server: WtpyServer) -> list[int]:
-    assert server.process is not None
-    pids = []
+def _children(pid: int) -> list[tuple[int, bytes]]:
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -306,32 +305,50 @@ def _worker_pids(server: WtpyServer) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == server.process.pid and b"wtpy.runtime._worker" in cmdline:
-            pids.append(int(entry.name))
-    return pids
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append((int(entry.name), cmdline))
+    return found
+
+
+def _worker_pids(server: WtpyServer) -> list[int]:
+    """The sandbox workers: children of the server's zygote (its subreaper)."""
+    assert server.process is not None
+    zygotes = [pid for pid, cmdline in _children(server.process.pid) if b"wtpy.runtime._zygote" in cmdline]
+    assert len(zygotes) == 1, "the server runs one zygote"
+    return [pid for pid, _ in _children(zygotes[0])]
+
+
+def _status(pid: int) -> dict[str, list[str]]:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return {line.split(":")[0]: line.split()[1:] for line in text.splitlines() if ":" in line}
 
 
 @pytest.mark.skipif(
     os.geteuid() != 0,
-    reason="workers drop privileges only when the server runs as root; under a normal user "
-    "they already run as that user and RLIMIT_NPROC applies without a drop",
+    reason="workers get a uid of their own only when the server runs as root; under a normal "
+    "user they keep its uid (tests/test_os_sandbox.py covers that case)",
 )
 def test_workers_run_unprivileged_without_fork(server: WtpyServer, canary: str) -> None:
+    from wtpy.runtime._oslayer import DEFAULT_UID_BASE
+
     assert_alive(server, canary)  # make sure the pool is up
     pids = _worker_pids(server)
-    assert pids, "no sandbox workers found under the server process"
+    assert pids, "no sandbox workers found under the server's zygote"
+    uids = set()
     for pid in pids:
-        status = Path(f"/proc/{pid}/status").read_text()
-        ids = {line.split(":")[0]: line.split()[1:] for line in status.splitlines() if line.startswith(("Uid", "Gid"))}
-        assert "0" not in ids["Uid"] and "0" not in ids["Gid"], status
+        status = _status(pid)
+        assert len(set(status["Uid"])) == 1 and int(status["Uid"][0]) >= DEFAULT_UID_BASE, status["Uid"]
+        assert len(set(status["Gid"])) == 1 and int(status["Gid"][0]) >= DEFAULT_UID_BASE, status["Gid"]
+        uids.add(status["Uid"][0])
+        assert status["NoNewPrivs"] == ["1"] and status["Seccomp"] == ["2"], status
+        assert status["CapEff"] == ["0000000000000000"] and status["CapBnd"] == ["0000000000000000"]
+        assert status["NSpid"][-1] == "1", "each worker is PID 1 of a PID namespace of its own"
         limits = Path(f"/proc/{pid}/limits").read_text()
         rows = {line[:26].strip(): line[26:].split() for line in limits.splitlines()[1:]}
         assert rows["Max processes"][:2] == ["0", "0"]  # no fork, no threads
-        assert rows["Max file size"][:2] == ["0", "0"]  # no file writes
-
-
-# --- shared state: nothing survives into a later invocation ------------------------------------
+    assert len(uids) == len(pids), "every worker has a uid of its own"
+    namespaces = {os.readlink(f"/proc/{pid}/ns/net") for pid in pids}
+    assert len(namespaces) == len(pids) and os.readlink("/proc/self/ns/net") not in namespaces
 
 
 def run_twice_each(server: WtpyServer, first: str, second: str) -> list[dict[str, Any]]:
@@ -548,12 +565,6 @@ def test_abc_registrations_and_shared_sets_do_not_reach_the_next_tenant(many_wor
         assert invoke(server, check)["data"] == [False, True, []]
 
 
-WORKER_RESETS_MODULE_STATE = "reset_module_state" in (
-    Path(__file__).resolve().parent.parent / "runtime" / "_worker.py"
-).read_text()
-
-
-@pytest.mark.skipif(not WORKER_RESETS_MODULE_STATE, reason="the worker does not call _policy.reset_module_state() yet")
 def test_module_caches_cannot_hold_memory_for_the_next_tenant(tmp_path: Path) -> None:
     """One worker (512 MiB): tenant A parks 150 MB in re's pattern cache (a str subclass
     pattern with a big attribute), 60 MB in encodings' cache of unknown names, and its
