@@ -402,9 +402,8 @@ def test_the_server_refuses_to_start_without_the_layer_and_starts_loudly_with_th
 
 def test_a_real_server_runs_hooks_in_the_os_sandbox(server: WtpyServer) -> None:
     """The server's own workers are the sandboxed kind (the layer is on by default)."""
-    from test_hostile import _status, _worker_pids
-
     from conftest import CC_BODY, cc_meta
+    from test_hostile import _status, _worker_pids
 
     name = "os-layer-probe"
     code = "def hook(client, scope, audience, context, cb):\n    cb(None, {'ok': 1})\n"
