@@ -414,3 +414,22 @@ def test_a_real_server_runs_hooks_in_the_os_sandbox(server: WtpyServer) -> None:
     for pid in pids:
         status = _status(pid)
         assert status["Seccomp"] == ["2"] and status["NSpid"][-1] == "1"
+
+
+def test_a_worker_that_dies_while_idle_is_noticed_at_once_and_replaced() -> None:
+    """No call needed: the pidfd turns readable at exit, the pool drops and replaces it."""
+
+    async def scenario(pool: WorkerPool) -> tuple[int, list[int], Any]:
+        await answer(pool, "result = 1", container="a")
+        [victim] = [pid for pid, container in pool.bound_containers().items() if container == "a"]
+        os.kill(victim, signal.SIGKILL)
+        for _ in range(200):
+            if victim not in pool.worker_pids and len(pool.worker_pids) == pool.size:
+                break
+            await asyncio.sleep(0.01)
+        pids = pool.worker_pids
+        return victim, pids, await answer(pool, "result = 'served'", container="a")
+
+    victim, pids, served = with_pool([], scenario)
+    assert victim not in pids and len(pids) == 2
+    assert served == "served"
