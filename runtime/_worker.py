@@ -147,6 +147,11 @@ def _apply_rlimits(memory_mb: int) -> None:
 
 
 def _on_cpu_limit(signum: int, frame: Any) -> None:
+    """Die of SIGXCPU as a process without the handler would; where that is not possible
+    (PID 1 of a namespace, or signals refused by seccomp), exit with the shell's status."""
+    signal.signal(signal.SIGXCPU, signal.SIG_DFL)
+    with contextlib.suppress(OSError):
+        os.kill(os.getpid(), signal.SIGXCPU)
     os._exit(128 + signal.SIGXCPU)
 
 
