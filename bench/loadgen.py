@@ -7,6 +7,9 @@ HTTP client library, so more of the CPU goes to the server under test.
     python bench/loadgen.py --port 8721 --path /api/run/default/myrule \
         --body-file body.json --header "Authorization: Bearer ..." -c 8 -d 10
 
+With `--paths-file` (one path a line) the requests rotate over those paths instead:
+request i, counted across all connections, goes to path i mod N (the many-tenant run).
+
 Prints one JSON object: requests, errors, rps, p50_ms, p99_ms, mean_ms, max_ms, bad_body.
 """
 
@@ -27,9 +30,9 @@ except ImportError:  # pragma: no cover
 
 
 class _Conn(asyncio.Protocol):
-    def __init__(self, stats: _Stats, request: bytes, expect: bytes | None) -> None:
+    def __init__(self, stats: _Stats, requests: list[bytes], expect: bytes | None) -> None:
         self.stats = stats
-        self.request = request
+        self.requests = requests
         self.expect = expect
         self.buffer = bytearray()
         self.sent_at = 0
@@ -45,9 +48,15 @@ class _Conn(asyncio.Protocol):
             assert self.transport is not None
             self.transport.close()
             return
+        requests = self.requests
+        if len(requests) == 1:
+            request = requests[0]
+        else:  # round-robin over the paths, one counter for all connections
+            request = requests[self.stats.sent % len(requests)]
+            self.stats.sent += 1
         self.sent_at = time.perf_counter_ns()
         assert self.transport is not None
-        self.transport.write(self.request)
+        self.transport.write(request)
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
@@ -82,6 +91,7 @@ class _Conn(asyncio.Protocol):
 class _Stats:
     def __init__(self) -> None:
         self.stop = False
+        self.sent = 0
         self.measuring = False
         self.latencies: list[int] = []
         self.errors = 0
@@ -106,21 +116,27 @@ def _percentile(sorted_values: list[int], fraction: float) -> float:
 
 async def _main(args: argparse.Namespace) -> dict[str, float | int]:
     body = Path(args.body_file).read_bytes() if args.body_file else b""
-    lines = [
-        f"POST {args.path} HTTP/1.1",
-        f"Host: {args.host}:{args.port}",
-        "Content-Type: application/json",
-        f"Content-Length: {len(body)}",
-        *args.header,
-    ]
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    if args.paths_file:
+        paths = [ln.strip() for ln in Path(args.paths_file).read_text().splitlines() if ln.strip()]
+    else:
+        paths = [args.path]
+    requests = []
+    for path in paths:
+        lines = [
+            f"POST {path} HTTP/1.1",
+            f"Host: {args.host}:{args.port}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            *args.header,
+        ]
+        requests.append(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
     expect = args.expect.encode() if args.expect else None
     stats = _Stats()
     loop = asyncio.get_running_loop()
     conns = []
     for _ in range(args.concurrency):
         _, proto = await loop.create_connection(
-            lambda: _Conn(stats, request, expect), args.host, args.port
+            lambda: _Conn(stats, requests, expect), args.host, args.port
         )
         conns.append(proto)
     await asyncio.sleep(args.warmup)
@@ -148,7 +164,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--path", required=True)
+    parser.add_argument("--path", help="the path every request goes to")
+    parser.add_argument("--paths-file", help="one path a line: requests rotate over them")
     parser.add_argument("--body-file")
     parser.add_argument("--header", action="append", default=[])
     parser.add_argument("--expect", help="substring every response body must contain")
@@ -156,6 +173,8 @@ def main() -> None:
     parser.add_argument("-d", "--duration", type=float, default=10.0)
     parser.add_argument("-w", "--warmup", type=float, default=1.0)
     args = parser.parse_args()
+    if not args.path and not args.paths_file:
+        parser.error("--path or --paths-file is required")
     if uvloop is not None:
         uvloop.install()
     result = asyncio.run(_main(args))

@@ -15,11 +15,18 @@ requests/s, p50 and p99 per server and the ratio wtpy/floor. Then: first call af
 create (cold compile) against warm calls, invocation with 1,000 and 100,000 stored
 webtasks (inserted through the Store API before the server starts), and the RSS of the
 server and of each sandbox worker (from /proc).
+
+The many-tenant run (`--tenants N`, default 1,000; 200 with --quick; 0 skips it) deploys
+the same rule in N containers of a fresh wtpy server (concurrent PUTs) and calls them
+round-robin (request i goes to container i mod N) at the same concurrencies, next to the
+single-tenant figures: a worker serves one container for life, so a call for a container
+without an idle worker of its own needs a fresh worker forked from the zygote.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import http.client
 import os
@@ -33,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -160,10 +168,10 @@ class Caller:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {secret}"}
 
-    def call(self, name: str) -> tuple[float, bytes]:
+    def call(self, name: str, container: str = CONTAINER) -> tuple[float, bytes]:
         """(latency in ms, body) of one invocation."""
         started = time.perf_counter()
-        self.conn.request("POST", f"/api/run/{CONTAINER}/{name}", body=BODY, headers=self.headers)
+        self.conn.request("POST", f"/api/run/{container}/{name}", body=BODY, headers=self.headers)
         response = self.conn.getresponse()
         body = response.read()
         elapsed = (time.perf_counter() - started) * 1000
@@ -188,6 +196,43 @@ def put_webtask(port: int, token: str, name: str, code: str, secret: str) -> Non
         raise RuntimeError(f"PUT {name}: {status} {body[:300]!r}")
 
 
+def tenant_container(index: int) -> str:
+    return f"tenant-{index:06d}"
+
+
+def deploy_tenants(port: int, token: str, code: str, secret: str, count: int, threads: int = 16) -> float:
+    """PUT `code` as `myrule` in `count` containers through the management API: `threads`
+    concurrent keep-alive connections. Returns the seconds it took."""
+    payload = orjson.dumps(
+        {"code": code, "meta": rule_meta(secret), "secrets": {"auth0-extension-secret": secret}}
+    )
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    local = threading.local()
+    conns: list[http.client.HTTPConnection] = []
+
+    def put(index: int) -> None:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conns.append(conn)
+        path = f"/api/webtask/{tenant_container(index)}/myrule"
+        conn.request("PUT", path, body=payload, headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+        if response.status not in (200, 201):
+            raise RuntimeError(f"PUT {path}: {response.status} {body[:300]!r}")
+
+    started = time.perf_counter()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            for future in [pool.submit(put, index) for index in range(count)]:
+                future.result()
+    finally:
+        for conn in conns:
+            conn.close()
+    return time.perf_counter() - started
+
+
 # --------------------------------------------------------------------------- memory
 
 
@@ -199,17 +244,43 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def children(pid: int) -> list[int]:
-    found = []
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, IndexError, ValueError):
             stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == pid:
-                found.append(int(entry.name))
+            found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return found
+
+
+def children(pid: int) -> list[int]:
+    return sorted(child for child, parent in _parents().items() if parent == pid)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (the zygote and the workers it forked)."""
+    parents = _parents()
+    found: list[int] = []
+    frontier = {pid}
+    while frontier:
+        level = [child for child, parent in parents.items() if parent in frontier]
+        found.extend(level)
+        frontier = set(level)
     return sorted(found)
+
+
+def sandbox_workers(server: Server) -> list[int]:
+    """The sandbox workers: the zygote's children (the zygote is the server's child)."""
+    return [pid for zygote in children(server.pid) for pid in children(zygote)]
+
+
+def pids_allocated() -> int:
+    """The machine's last allocated PID (/proc/loadavg): its growth counts new processes
+    and threads, wtpy's worker forks among them."""
+    return int(Path("/proc/loadavg").read_text().split()[-1])
 
 
 def cpu_seconds(pid: int, reaped_children: bool = False) -> float:
@@ -223,9 +294,11 @@ def cpu_seconds(pid: int, reaped_children: bool = False) -> float:
 
 
 def cpu_split(server: Server) -> tuple[float, float]:
-    """(server process, its workers: live ones plus replaced ones) CPU seconds so far."""
-    workers = sum(cpu_seconds(pid) for pid in children(server.pid))
-    return cpu_seconds(server.pid), workers + cpu_seconds(server.pid, reaped_children=True)
+    """(server process, everything below it: the zygote and its workers, live ones plus
+    replaced ones) CPU seconds so far. Workers are the zygote's children (it reaps them),
+    so a replaced worker's CPU is in the zygote's reaped-children time."""
+    below = sum(cpu_seconds(pid) + cpu_seconds(pid, reaped_children=True) for pid in descendants(server.pid))
+    return cpu_seconds(server.pid), below + cpu_seconds(server.pid, reaped_children=True)
 
 
 def busy_seconds() -> float:
@@ -242,16 +315,17 @@ def loadgen_seconds() -> float:
 
 
 def memory(server: Server) -> dict[str, Any]:
-    workers = [rss_kib(pid) for pid in children(server.pid)]
-    return {"server_kib": rss_kib(server.pid), "workers_kib": workers}
+    workers = [rss_kib(pid) for pid in sandbox_workers(server)]
+    zygote = sum(rss_kib(pid) for pid in children(server.pid))
+    return {"server_kib": rss_kib(server.pid), "zygote_kib": zygote, "workers_kib": workers}
 
 
 def fmt_memory(mem: dict[str, Any]) -> str:
     workers = ", ".join(f"{kib / 1024:.1f}" for kib in mem["workers_kib"])
-    total = mem["server_kib"] + sum(mem["workers_kib"])
+    total = mem["server_kib"] + mem["zygote_kib"] + sum(mem["workers_kib"])
     return (
-        f"server {mem['server_kib'] / 1024:.1f} MiB; workers [{workers}] MiB; "
-        f"total {total / 1024:.1f} MiB"
+        f"server {mem['server_kib'] / 1024:.1f} MiB; zygote {mem['zygote_kib'] / 1024:.1f} MiB; "
+        f"workers [{workers}] MiB; total {total / 1024:.1f} MiB (RSS counts shared pages in each)"
     )
 
 
@@ -267,8 +341,7 @@ class LoadGen:
         self.body_file = tmp / "body.json"
         self.body_file.write_bytes(BODY)
         body = BODY.decode().replace("\\", "\\\\").replace("'", "\\'")
-        self.lua.write_text(
-            f"""wrk.method = "POST"
+        self.lua_head = f"""wrk.method = "POST"
 wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {secret}"
@@ -281,7 +354,26 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), latency.mean, latency.max))
 end
 """
+        self.lua.write_text(self.lua_head)
+
+    def _rotating_lua(self, paths_file: Path) -> Path:
+        """The POST script with a `request` function that rotates over the paths (one wrk
+        thread, so one counter: request i goes to path i mod N)."""
+        script = self.tmp / "post-rotate.lua"
+        script.write_text(
+            self.lua_head
+            + f"""
+paths = {{}}
+for line in io.lines("{paths_file}") do paths[#paths + 1] = line end
+counter = 0
+request = function()
+  local path = paths[counter % #paths + 1]
+  counter = counter + 1
+  return wrk.format(nil, path)
+end
+"""
         )
+        return script
 
     def describe(self) -> str:
         if self.kind == "wrk":
@@ -289,17 +381,29 @@ end
             return f"wrk ({version.strip() or 'wrk'}), 1 thread, Lua POST script"
         return "bench/loadgen.py (asyncio + uvloop keep-alive sockets, separate process)"
 
-    def run(self, port: int, path: str, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
+    def run(
+        self, port: int, path: str | list[str], concurrency: int, duration: float, warmup: float
+    ) -> dict[str, Any]:
+        """One measurement on `path`, or round-robin over a list of paths."""
+        paths_file = None
+        if isinstance(path, list):
+            paths_file = self.tmp / "paths.txt"
+            paths_file.write_text("".join(f"{p}\n" for p in path))
+            path = path[0]
         if self.kind == "wrk":
-            return self._wrk(port, path, concurrency, duration, warmup)
-        return self._python(port, path, concurrency, duration, warmup)
+            return self._wrk(port, path, concurrency, duration, warmup, paths_file)
+        return self._python(port, path, concurrency, duration, warmup, paths_file)
 
-    def _wrk(self, port: int, path: str, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
+    def _wrk(
+        self, port: int, path: str, concurrency: int, duration: float, warmup: float,
+        paths_file: Path | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         url = f"http://127.0.0.1:{port}{path}"
+        script = self.lua if paths_file is None else self._rotating_lua(paths_file)
 
         def once(seconds: float) -> dict[str, Any]:
             argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
-                    "--timeout", "30s", "-s", str(self.lua), url]  # fmt: skip
+                    "--timeout", "30s", "-s", str(script), url]  # fmt: skip
             out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
             line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
             return orjson.loads(line[len("RESULT ") :])
@@ -317,11 +421,16 @@ end
             "max_ms": raw["max_us"] / 1000,
         }
 
-    def _python(self, port: int, path: str, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
+    def _python(
+        self, port: int, path: str, concurrency: int, duration: float, warmup: float,
+        paths_file: Path | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         argv = [sys.executable, str(BENCH / "loadgen.py"), "--port", str(port), "--path", path,
                 "--body-file", str(self.body_file), "--header", f"Authorization: Bearer {self.secret}",
                 "--expect", '"status":"success"', "-c", str(concurrency), "-d", str(duration),
                 "-w", str(warmup)]  # fmt: skip
+        if paths_file is not None:
+            argv += ["--paths-file", str(paths_file)]
         out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
         result = orjson.loads(out.strip().splitlines()[-1])
         result["errors"] += result.pop("bad_body", 0)
@@ -329,6 +438,41 @@ end
 
 
 # --------------------------------------------------------------------------- scenarios
+
+
+def measure(
+    gen: LoadGen, server: Server, path: str | list[str], concurrency: int, duration: float, warmup: float
+) -> dict[str, Any]:
+    """One load-generator run against `server`, with the CPU it cost and the PIDs allocated."""
+    before, busy, gen_cpu, started = cpu_split(server), busy_seconds(), loadgen_seconds(), time.monotonic()
+    pids = pids_allocated()
+    result = gen.run(server.port, path, concurrency, duration, warmup)
+    after = cpu_split(server)
+    result["pids_allocated"] = pids_allocated() - pids
+    # CPU the machine spent on anything but this server and the load generator
+    # (other jobs skew the figures: the run says so).
+    ours = sum(after) - sum(before) + loadgen_seconds() - gen_cpu
+    other = busy_seconds() - busy - ours
+    result["other_load_pct"] = max(0.0, other / ((time.monotonic() - started) * (os.cpu_count() or 1)) * 100)
+    # CPU per request over warm-up + measurement (wrk reports only the latter's count).
+    total = max(1.0, result["requests"] * (duration + warmup) / duration)
+    result["server_cpu_us"] = (after[0] - before[0]) / total * 1e6
+    result["workers_cpu_us"] = (after[1] - before[1]) / total * 1e6
+    result["pids_per_request"] = result["pids_allocated"] / total
+    return result
+
+
+def print_measure(label: str, concurrency: int, result: dict[str, Any], workers: bool, pids: bool = False) -> None:
+    print(
+        f"  c={concurrency:<3} {label:<5} {result['rps']:>8.0f} req/s  "
+        f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
+        f"errors {result['errors']}  CPU/req: server {result['server_cpu_us']:.0f} us"
+        + (f", zygote + workers {result['workers_cpu_us']:.0f} us" if workers else "")
+        + (f"; new PIDs/req {result['pids_per_request']:.2f}" if pids else "")
+        + (f"  [other load {result['other_load_pct']:.0f}% of the CPUs: figures skewed]"
+           if result["other_load_pct"] > 5 else ""),
+        flush=True,
+    )
 
 
 def throughput(
@@ -339,30 +483,42 @@ def throughput(
     for concurrency in levels:
         row: dict[str, Any] = {"concurrency": concurrency}
         for server in (floor, wtpy):
-            before, busy, gen_cpu, started = cpu_split(server), busy_seconds(), loadgen_seconds(), time.monotonic()
-            result = gen.run(server.port, path, concurrency, duration, warmup)
-            after = cpu_split(server)
-            # CPU the machine spent on anything but this server and the load generator
-            # (other jobs skew the figures: the run says so).
-            ours = sum(after) - sum(before) + loadgen_seconds() - gen_cpu
-            other = busy_seconds() - busy - ours
-            result["other_load_pct"] = max(0.0, other / ((time.monotonic() - started) * (os.cpu_count() or 1)) * 100)
-            # CPU per request over warm-up + measurement (wrk reports only the latter's count).
-            total = result["requests"] * (duration + warmup) / duration
-            result["server_cpu_us"] = (after[0] - before[0]) / total * 1e6
-            result["workers_cpu_us"] = (after[1] - before[1]) / total * 1e6
+            result = measure(gen, server, path, concurrency, duration, warmup)
             row[server.name] = result
-            print(
-                f"  c={concurrency:<3} {server.name:<5} {result['rps']:>8.0f} req/s  "
-                f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
-                f"errors {result['errors']}  CPU/req: server {result['server_cpu_us']:.0f} us"
-                + (f", workers {result['workers_cpu_us']:.0f} us" if server is wtpy else "")
-                + (f"  [other load {result['other_load_pct']:.0f}% of the CPUs: figures skewed]"
-                   if result["other_load_pct"] > 5 else ""),
-                flush=True,
-            )
+            print_measure(server.name, concurrency, result, workers=server is wtpy)
         rows.append(row)
     return rows
+
+
+def many_tenants(
+    gen: LoadGen, tmp: Path, tenants: int, secret: str, workers: int | None, levels: list[int],
+    duration: float, warmup: float,
+) -> dict[str, Any]:  # fmt: skip
+    """The sample rule deployed in `tenants` containers of a fresh server, called
+    round-robin (request i to container i mod tenants) at each concurrency."""
+    data_dir = tmp / "data-tenants"
+    server = wtpy_server(data_dir, free_port(), workers, tmp / "wtpy-tenants.log")
+    with running(server):
+        token = (data_dir / "admin.token").read_text().strip()
+        deploy_s = deploy_tenants(server.port, token, SAMPLE.read_text(), secret, tenants)
+        print(f"  deployed {tenants:,} containers (concurrent PUTs, 16 connections) in {deploy_s:.1f} s", flush=True)
+        caller = Caller(server.port, secret)
+        try:  # the first and the last container answer right before the load starts
+            for index in (0, tenants - 1):
+                caller.call("myrule", tenant_container(index))
+        finally:
+            caller.close()
+        paths = [f"/api/run/{tenant_container(i)}/myrule" for i in range(tenants)]
+        rows = []
+        for concurrency in levels:
+            result = measure(gen, server, paths, concurrency, duration, warmup)
+            rows.append({"concurrency": concurrency, "wtpy": result})
+            print_measure("wtpy", concurrency, result, workers=True, pids=True)
+        mem = memory(server)
+        log_tail = [ln for ln in (tmp / "wtpy-tenants.log").read_text(errors="replace").splitlines()
+                    if "Traceback" in ln or "ERROR" in ln or "error" in ln.lower()]  # fmt: skip
+    return {"tenants": tenants, "deploy_s": deploy_s, "throughput": rows, "memory": mem,
+            "server_log_errors": log_tail[:20]}  # fmt: skip
 
 
 def cold_vs_warm(port: int, token: str, secret: str, workers: int, rounds: int, warm_calls: int) -> dict[str, Any]:
@@ -476,6 +632,23 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
+def print_tenants_table(single: list[dict[str, Any]], many: dict[str, Any]) -> None:
+    tenants = many["tenants"]
+    print()
+    print(f"| concurrency | 1 tenant req/s | p50 | p99 | {tenants:,} tenants req/s | p50 | p99 | many/single |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    by_level = {row["concurrency"]: row["wtpy"] for row in single}
+    for row in many["throughput"]:
+        m = row["wtpy"]
+        s = by_level.get(row["concurrency"])
+        if s is None:
+            continue
+        print(
+            f"| {row['concurrency']} | {s['rps']:,.0f} | {s['p50_ms']:.2f} ms | {s['p99_ms']:.2f} ms "
+            f"| {m['rps']:,.0f} | {m['p50_ms']:.2f} ms | {m['p99_ms']:.2f} ms | {m['rps'] / s['rps']:.3f} |"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="wtpy vs the bare Starlette floor")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
@@ -485,17 +658,23 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="3 s runs, fewer samples, 10,000 instead of 100,000 stored")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--stored", default=None, help="stored-webtask counts (default 1000,100000)")
-    parser.add_argument("--skip-extras", action="store_true", help="only the throughput table")
+    parser.add_argument("--tenants", type=int, default=None,
+                        help="containers in the many-tenant run (default 1,000; 200 with --quick; 0 skips it)")
+    parser.add_argument("--skip-extras", action="store_true", help="only the throughput tables")
     parser.add_argument("--json", type=Path, help="also write all figures to this file")
     args = parser.parse_args()
 
     duration, warmup = args.duration, args.warmup
     rounds, warm_calls, samples = 5, 200, 300
     stored_counts = [1000, 100_000]
+    tenants = 1000
     if args.quick:
         duration, warmup = min(duration, 3.0), min(warmup, 1.0)
         rounds, warm_calls, samples = 3, 100, 100
         stored_counts = [1000, 10_000]
+        tenants = 200
+    if args.tenants is not None:
+        tenants = args.tenants
     if args.stored:
         stored_counts = [int(v) for v in args.stored.split(",") if v.strip()]
     levels = [int(v) for v in args.concurrency.split(",") if v.strip()]
@@ -524,7 +703,7 @@ def main() -> int:
             caller = Caller(wtpy.port, secret)
             caller.call("myrule")
             caller.close()
-            workers = len(children(wtpy.pid))
+            workers = len(sandbox_workers(wtpy))
             report["workers"] = workers
             report["memory_idle"] = memory(wtpy)
             print(f"\nThroughput (sample rule, {workers} workers):", flush=True)
@@ -545,6 +724,20 @@ def main() -> int:
             print(f"  wtpy idle:        {fmt_memory(report['memory_idle'])}")
             print(f"  wtpy after load:  {fmt_memory(report['memory_after_load'])}")
             print(f"  floor after load: {report['floor_rss_kib'] / 1024:.1f} MiB")
+        if tenants > 0:
+            note = " (--quick: fewer tenants than the full run's 1,000)" if args.quick and args.tenants is None else ""
+            print(
+                f"\nMany tenants: the sample rule in {tenants:,} containers{note}, called round-robin "
+                "(request i to container i mod N) on a fresh server; a worker serves one container "
+                "for life, so most calls need a new worker forked from the zygote:",
+                flush=True,
+            )
+            many = many_tenants(gen, tmp, tenants, secret, args.workers, levels, duration, warmup)
+            report["many_tenants"] = many
+            print_tenants_table(rows, many)
+            print(f"  memory after load: {fmt_memory(many['memory'])}")
+            for line in many["server_log_errors"]:
+                print(f"  server log: {line}")
         if not args.skip_extras:
             print("\nStored webtasks (sequential first calls on 1 connection; then c=8 on one webtask):")
             report["stored"] = []
