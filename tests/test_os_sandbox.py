@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 from conftest import REPO, WtpyServer, free_port
+from test_pool import arun
 
 from wtpy.runtime._oslayer import DEFAULT_UID_BASE, INNER_ID
 from wtpy.runtime._pool import JobResult, OsSandboxUnavailable, WorkerPool
@@ -43,13 +44,6 @@ def probe(function):
     except BaseException as exc:
         return ["refused", type(exc).__name__ + ": " + str(exc)[:200]]
 """
-
-
-def arun(factory: Callable[[], Awaitable[T]], limit: float = 60.0) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(factory(), limit)
-
-    return asyncio.run(bounded())
 
 
 def raw_pool(size: int = 2, *extra: str, **options: Any) -> WorkerPool:
