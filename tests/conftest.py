@@ -20,6 +20,22 @@ CC = "auth0-ext-compilers/client-credentials-exchange"
 PE = "auth0-ext-compilers/password-exchange"
 
 
+@pytest.fixture(autouse=True)
+def _cpu_limit_restored() -> Iterator[None]:
+    """Tests that run `Worker.handle` in this process set RLIMIT_CPU as a worker does (CPU
+    used so far + the job's budget). The test process is not a worker: left in place, that
+    limit kills pytest with SIGXCPU once the rest of the run has used the budget up."""
+    import resource
+
+    from wtpy.runtime import _worker
+
+    before = resource.getrlimit(resource.RLIMIT_CPU)
+    yield
+    if resource.getrlimit(resource.RLIMIT_CPU) != before:
+        resource.setrlimit(resource.RLIMIT_CPU, before)
+    _worker._cpu_limit = None
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
