@@ -876,7 +876,11 @@ def test_e2e_cli_logs_raw(server: WtpyServer, tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(15)
-    assert b"following" in process.stderr.read()  # type: ignore[union-attr]
+        reader.join(15)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    with process.stderr:
+        assert b"following" in process.stderr.read()
 
 
 def test_e2e_cli_logs_exit_codes(server: WtpyServer, tmp_path: Path) -> None:

@@ -492,6 +492,7 @@ def test_kill_9_keeps_every_acknowledged_write(tmp_path: Path, kill_after: int) 
     os.kill(proc.pid, signal.SIGKILL)  # the child is in the middle of its next put()
     lines += proc.stdout.read().splitlines(keepends=True)  # acked before the kill, still buffered
     proc.wait()
+    proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
 
     acked: dict[str, int] = {}
@@ -610,5 +611,7 @@ def test_lock_excludes_other_process_until_it_dies(tmp_path: Path) -> None:
     finally:
         proc.kill()  # even kill -9 releases a flock
         proc.wait()
+        proc.stdout.close()
+        proc.stdin.close()
     with acquire_data_dir_lock(tmp_path) as handle:
         assert handle.held
