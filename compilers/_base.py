@@ -54,7 +54,10 @@ class HookCall:
 
 @runtime_checkable
 class Compiler(Protocol):
-    name: str  # the wt-compiler meta value
+    @property
+    def name(self) -> str:
+        """The wt-compiler meta value (a ClassVar in the built-in compilers)."""
+        ...
 
     def prepare(self, request: HookRequest, webtask: WebtaskContext) -> HookCall | bytes:
         """A HookCall, or bytes: a finished error envelope (parse error, unauthorized, validation)."""

@@ -45,9 +45,10 @@ def free_port() -> int:
 class WtpyServer:
     """`wtpy serve` in a child process; restartable and killable for durability tests."""
 
-    def __init__(self, data_dir: Path, workers: int = 2) -> None:
+    def __init__(self, data_dir: Path, workers: int = 2, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.workers = workers
+        self.extra_env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -59,6 +60,7 @@ class WtpyServer:
 
     def start(self, timeout: float = 30.0) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WTPY_")}
+        env.update(self.extra_env)
         command = [
             sys.executable, "-m", "wtpy.cli", "serve",
             "--host", "127.0.0.1", "--port", str(self.port),

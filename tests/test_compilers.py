@@ -118,7 +118,9 @@ def prepared_call(name: str, req: HookRequest, wt: WebtaskContext | None = None)
 
 def test_public_api() -> None:
     assert sorted(compilers.__all__) == sorted(
-        ["HookRequest", "WebtaskContext", "HookCall", "Compiler", "get_compiler", "compiler_names", "register", "error_envelope"]
+        ["HookRequest", "WebtaskContext", "HookCall", "Compiler", "get_compiler", "compiler_names", "register",
+         "error_envelope", "ENTRY_POINT_GROUP", "load_entry_points", "ExchangeCompiler", "Check",
+         "is_array", "is_empty_or_array", "is_object", "is_string", "js_truthy"]
     )
 
 
