@@ -18,7 +18,9 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert len(commands) == 2, "the quick start has exactly two set-up commands"
     assert "wtpy serve" in commands[0]
     test_command = commands[1]
-    assert "pytest" in test_command
+    assert test_command.endswith("&& scripts/check")
+    check_script = (REPO / "scripts" / "check").read_text()
+    assert '"$py" -m coverage run -m pytest "$@"' in check_script.splitlines()
     ci_script = (REPO / ".ci" / "run").read_text()
     assert test_command in ci_script.splitlines()
 
