@@ -27,7 +27,7 @@ def _cpu_limit_restored() -> Iterator[None]:
     limit kills pytest with SIGXCPU once the rest of the run has used the budget up."""
     import resource
 
-    from wtpy.runtime import _worker
+    from wtpy.sandbox import _worker
 
     before = resource.getrlimit(resource.RLIMIT_CPU)
     yield

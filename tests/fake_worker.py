@@ -27,7 +27,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from wtpy.runtime._protocol import read_frame_blocking, write_frame_blocking
+from wtpy.sandbox._protocol import read_frame_blocking, write_frame_blocking
 
 
 def _take_protocol_fds() -> tuple[Any, Any]:

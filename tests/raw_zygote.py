@@ -18,8 +18,8 @@ from typing import Any, BinaryIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # -I: no cwd on the path
 
-from wtpy.runtime import _oslayer, _worker, _zygote  # noqa: E402
-from wtpy.runtime._protocol import encode, read_frame_blocking  # noqa: E402
+from wtpy.sandbox import _oslayer, _worker, _zygote  # noqa: E402
+from wtpy.sandbox._protocol import encode, read_frame_blocking  # noqa: E402
 
 # Kept alive across jobs: a job may leave things here for a later one (same worker only).
 STATE: dict[str, Any] = {}

@@ -19,9 +19,9 @@ import pytest
 from conftest import cc_meta, raw_request
 
 from wtpy.runtime import _app, _invoke
-from wtpy.runtime._pool import ArgumentsNotEncodable, JobResult, _Proc
-from wtpy.runtime._protocol import FrameError, encode
-from wtpy.runtime._worker import Worker
+from wtpy.sandbox._pool import ArgumentsNotEncodable, JobResult, _Proc
+from wtpy.sandbox._protocol import FrameError, encode
+from wtpy.sandbox._worker import Worker
 
 # --------------------------------------------------------------------------- pool frames
 
@@ -77,7 +77,7 @@ def test_oversized_frame_ends_the_stream() -> None:
 
 
 def test_output_nobody_asked_for_is_not_buffered_without_bound() -> None:
-    from wtpy.runtime._protocol import MAX_FRAME_BYTES
+    from wtpy.sandbox._protocol import MAX_FRAME_BYTES
 
     big = encode({"x": "y" * (MAX_FRAME_BYTES // 3)})
     frames, error = _feed([big] * 5)
@@ -157,7 +157,7 @@ def test_cached_binding_plans_follow_the_order_of_each_call(code: str, expected:
 
 
 def test_a_function_with_attributes_is_not_served_from_the_plan_cache() -> None:
-    from wtpy.runtime import _worker
+    from wtpy.sandbox import _worker
 
     def hook(client, scope):  # type: ignore[no-untyped-def]
         return client

@@ -1,4 +1,4 @@
-"""The language layer (runtime/_policy.py) on its own, in process.
+"""The language layer (sandbox/_policy.py) on its own, in process.
 
 Hooks run through the real worker code (`_worker.Worker.handle`, in this process), so the
 module state they leave behind can be inspected directly, and `reset_module_state()` is
@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 import pytest
 
-from wtpy.runtime import _policy
-from wtpy.runtime._policy import (
+from wtpy.sandbox import _policy
+from wtpy.sandbox._policy import (
     _VIEWS,
     ModuleView,
     _guarded_getitem,
@@ -40,7 +40,7 @@ ORDER = ["client", "scope", "audience", "context"]
 
 def run(code: str, context: dict[str, Any] | None = None) -> dict[str, Any]:
     """One invocation through the worker's own code, then the worker's reset."""
-    from wtpy.runtime import _worker
+    from wtpy.sandbox import _worker
 
     code = textwrap.dedent(code)
     args = ARGS if context is None else {**ARGS, "context": context}
@@ -413,7 +413,7 @@ def test_hook_objects_die_with_their_invocation() -> None:
         context["keep"](p)
         return 1
     """
-    from wtpy.runtime import _worker
+    from wtpy.sandbox import _worker
 
     code = textwrap.dedent(probe)
     frame = {"id": 1, "op": "run", "key": code, "code": code, "order": ORDER, "limits": {"cpu_seconds": None},
@@ -449,7 +449,7 @@ def test_reset_module_state_is_cheap_when_nothing_was_imported() -> None:
 def _reachable(depth: int = 5) -> dict[int, tuple[str, Any]]:
     """Everything a hook reaches from its builtins and the allowed modules, through the
     guards only: public attribute chains, items of small containers, class subscriptions."""
-    from wtpy.runtime._policy import _BASE_BUILTINS
+    from wtpy.sandbox._policy import _BASE_BUILTINS
 
     seen: dict[int, tuple[str, Any]] = {}
     frontier: list[tuple[str, Any]] = [(f"builtins.{k}", v) for k, v in _BASE_BUILTINS.items()]
@@ -482,7 +482,7 @@ def _reachable(depth: int = 5) -> dict[int, tuple[str, Any]]:
 def test_the_attacker_walk_finds_nothing() -> None:
     """No real module, no forwarding or introspection object, no refused function, no
     shared mutable object is reachable, by any public attribute chain of up to 5 names."""
-    from wtpy.runtime._policy import _OPAQUE_TYPES, _refused
+    from wtpy.sandbox._policy import _OPAQUE_TYPES, _refused
 
     reached = _reachable()
     assert len(reached) > 1000  # the walk does walk
@@ -504,7 +504,7 @@ def test_the_attacker_walk_finds_nothing() -> None:
 def test_no_reachable_class_aliases_a_refused_function() -> None:
     """The guard refuses str.format & co. by identity; a stdlib class attribute that is one
     of them under another name is refused the same way, and none exists unrefused."""
-    from wtpy.runtime._policy import _REFUSED
+    from wtpy.sandbox._policy import _REFUSED
 
     for _, obj in _reachable(3).values():
         if isinstance(obj, type):

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from wtpy.runtime._pool import (
+from wtpy.sandbox._pool import (
     DEADLINE_CHECK_SECONDS,
     ArgumentsNotEncodable,
     JobResult,
@@ -24,7 +24,7 @@ from wtpy.runtime._pool import (
 
 HERE = Path(__file__).resolve().parent
 FAKE = [sys.executable, "-I", str(HERE / "fake_worker.py")]
-REAL_WORKER = HERE.parent / "runtime" / "_worker.py"
+REAL_WORKER = HERE.parent / "sandbox" / "_worker.py"
 KEY = "k" * 64
 T = TypeVar("T")
 
@@ -563,7 +563,7 @@ def test_run_before_start_is_an_error() -> None:
 
 # --------------------------------------------------------------------------- real worker
 
-real = pytest.mark.skipif(not REAL_WORKER.exists(), reason="runtime/_worker.py not written yet")
+real = pytest.mark.skipif(not REAL_WORKER.exists(), reason="sandbox/_worker.py not written yet")
 
 SAMPLE_HOOK = """
 def hook(client, scope, audience, context, cb):

@@ -1,4 +1,4 @@
-"""Sandbox worker: `python -m wtpy.runtime._worker`, one hook invocation at a time.
+"""Sandbox worker: `python -m wtpy.sandbox._worker`, one hook invocation at a time.
 
 Speaks the frame protocol of `_protocol.py` on private copies of stdin/stdout (fd 0 is
 /dev/null and fd 1 is stderr while hooks run), under rlimits set once at start. Each
@@ -781,7 +781,7 @@ class Worker:
 
 
 def main() -> int:
-    """`python -m wtpy.runtime._worker`: one worker on stdin/stdout (no OS sandbox; the
+    """`python -m wtpy.sandbox._worker`: one worker on stdin/stdout (no OS sandbox; the
     server forks its workers from the zygote instead, see _zygote.py)."""
     memory_mb = _memory_mb(os.environ)
     proto_in, proto_out = _private_stdio()

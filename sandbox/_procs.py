@@ -311,7 +311,7 @@ class ZygoteError(RuntimeError):
     """The zygote could not fork a worker (or is gone)."""
 
 
-DEFAULT_ZYGOTE_ARGV: tuple[str, ...] = (sys.executable, "-I", "-m", "wtpy.runtime._zygote")
+DEFAULT_ZYGOTE_ARGV: tuple[str, ...] = (sys.executable, "-I", "-m", "wtpy.sandbox._zygote")
 
 
 class ZygoteLauncher:
