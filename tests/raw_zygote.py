@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # -I: no cwd on the path
 
-from wtpy.sandbox import _oslayer, _worker, _zygote  # noqa: E402
+from wtpy.sandbox import _limits, _oslayer, _zygote  # noqa: E402
 from wtpy.sandbox._protocol import encode, read_frame_blocking  # noqa: E402
 
 # Kept alive across jobs: a job may leave things here for a later one (same worker only).
@@ -26,7 +26,7 @@ STATE: dict[str, Any] = {}
 
 
 def serve(proto_in: BinaryIO, proto_out: BinaryIO, memory_mb: int, statm: int | None, hello: dict[str, Any]) -> int:
-    _worker._apply_rlimits(memory_mb)  # the real worker's limits: memory, no files, no processes
+    _limits.apply_rlimits(memory_mb)  # the real worker's limits: memory, no files, no processes
     proto_out.write(encode({"ready": True, **hello}))
     proto_out.flush()
     codes: dict[str, str] = {}

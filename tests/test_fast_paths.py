@@ -157,16 +157,16 @@ def test_cached_binding_plans_follow_the_order_of_each_call(code: str, expected:
 
 
 def test_a_function_with_attributes_is_not_served_from_the_plan_cache() -> None:
-    from wtpy.sandbox import _worker
+    from wtpy.sandbox import _invocation
 
     def hook(client, scope):  # type: ignore[no-untyped-def]
         return client
 
-    plain = _worker._cached_plan(hook, CC)
+    plain = _invocation._cached_plan(hook, CC)
     hook.extra = 1  # type: ignore[attr-defined]
     key = (hook.__code__, tuple(PE))
-    _worker._cached_plan(hook, PE)
-    assert key not in _worker._PLANS
+    _invocation._cached_plan(hook, PE)
+    assert key not in _invocation._PLANS
     assert plain == ("names", ("client", "scope"), 0, None)
 
 

@@ -568,7 +568,8 @@ def test_no_other_allowed_module_reaches_random_state() -> None:
     import re
     import types
 
-    from wtpy.sandbox._policy import _VIEWS, ALLOWED_MODULES, RANDOM_STATE_MODULES, guarded_getattr
+    from wtpy.sandbox._hook import ALLOWED_MODULES, RANDOM_STATE_MODULES
+    from wtpy.sandbox._rp_guards import _VIEWS, guarded_getattr
 
     assert RANDOM_STATE_MODULES <= ALLOWED_MODULES
     others = {
