@@ -111,10 +111,6 @@ class _ProtocolViolation(Exception):
     """The worker sent a well-formed frame that makes no sense here."""
 
 
-# Kept for the tests of frame cutting: the transport-agnostic reader.
-_Proc = WorkerProc
-
-
 class _Worker:
     __slots__ = ("proc", "pid", "keys", "jobs", "max_jobs", "container", "idle")
 

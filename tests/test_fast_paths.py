@@ -19,7 +19,8 @@ import pytest
 from conftest import cc_meta, raw_request
 
 from wtpy.runtime import _app, _invoke
-from wtpy.sandbox._pool import ArgumentsNotEncodable, JobResult, _Proc
+from wtpy.sandbox._pool import ArgumentsNotEncodable, JobResult
+from wtpy.sandbox._procs import WorkerProc
 from wtpy.sandbox._protocol import FrameError, encode
 from wtpy.sandbox._worker import Worker
 
@@ -28,7 +29,7 @@ from wtpy.sandbox._worker import Worker
 
 def _feed(chunks: list[bytes]) -> tuple[list[dict[str, Any]], Exception | None]:
     async def scenario() -> tuple[list[dict[str, Any]], Exception | None]:
-        proc = _Proc()
+        proc = WorkerProc()
         for chunk in chunks:
             proc.pipe_data_received(1, chunk)
         proc.pipe_connection_lost(1, None)
@@ -87,7 +88,7 @@ def test_output_nobody_asked_for_is_not_buffered_without_bound() -> None:
 
 def test_a_cancelled_read_loses_nothing() -> None:
     async def scenario() -> dict[str, Any]:
-        proc = _Proc()
+        proc = WorkerProc()
         reader = asyncio.ensure_future(proc.read())
         await asyncio.sleep(0)
         reader.cancel()
