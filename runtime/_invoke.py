@@ -13,6 +13,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from starlette.types import Receive, Scope, Send
 
 from wtpy.compilers import Compiler, HookRequest, WebtaskContext, error_envelope, get_compiler
@@ -155,7 +156,9 @@ class Invoker:
             _log_refusal(runtime, webtask, request_id, started, TOO_DEEP)
             return compiler.failure({"name": "Error", "message": TOO_DEEP, "stack": f"Error: {TOO_DEEP}"})
         if outcome.outcome == "success":
-            envelope = compiler.success(outcome.result, outcome.has_result)
+            # The result's JSON text as the worker wrote it, spliced into the envelope unparsed.
+            result = None if outcome.result_json is None else orjson.Fragment(outcome.result_json)
+            envelope = compiler.success(result, outcome.has_result)
             if not outcome.logs:
                 runtime.logs.publish_success(
                     webtask.container, webtask.name, request_id, compiler_name, outcome.duration_ms

@@ -20,6 +20,7 @@ import orjson
 from ._hook import COMPILE_ERROR_MESSAGE, HOOK_FILENAME, CompiledHook, CompileFailure
 from ._limits import SerializationRoom
 from ._logcapture import LIVE_LOG_INTERVAL, LogSink
+from ._protocol import RESULT
 from ._rp_compile import resolve_hook
 from ._rp_guards import make_globals, reset_module_state
 
@@ -262,7 +263,15 @@ def _serialize(value: Any) -> bytes | _Failure:
         return _Failure("Error", SERIALIZE_ERROR, [], cause=f"the result exceeds {MAX_RESULT_BYTES} bytes")
     try:
         with SerializationRoom():
-            payload = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+            try:
+                payload = orjson.dumps(value)
+            except orjson.JSONEncodeError:
+                # Keys that are not exactly str are written as text. Two can then be equal
+                # (`{1: "a", "1": "b"}`): parsed and written again, the last one stays, as
+                # when the server parsed every result. The server passes these bytes on as
+                # they are, so they must be what writing the parsed result gives.
+                payload = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+                payload = orjson.dumps(orjson.loads(payload))
     except orjson.JSONEncodeError as exc:
         # The message is fixed by the wire contract; the stack says why.
         return _Failure("Error", SERIALIZE_ERROR, [], cause=f"TypeError: {exc}")
@@ -395,7 +404,7 @@ def _invoke_with(compiled: CompiledHook, job: Job, sink: LogSink) -> tuple[dict[
         return {"ok": False, "error": error, "logs": sink.entries}, memory_error
     reply: dict[str, Any] = {"ok": True, "logs": sink.entries}
     if payload is not None:
-        reply["result"] = orjson.Fragment(payload)
+        reply[RESULT] = payload  # the JSON text: written as the frame's tail
     return reply, memory_error
 
 

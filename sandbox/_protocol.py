@@ -1,4 +1,11 @@
-"""Length-prefixed orjson frames between the server and its sandbox workers."""
+"""Length-prefixed orjson frames between the server and its sandbox workers.
+
+A frame is a 4-byte big-endian length, then an orjson object, then optionally a tail: a
+newline and raw bytes. A success reply's result travels as the tail (its JSON text, as the
+worker's orjson wrote it), so the server can pass it on without parsing it and encoding it
+again; decoded, it is the reply's "result", as bytes. orjson writes no whitespace and
+escapes control characters in strings, so the first newline of a frame ends its object.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +14,55 @@ from typing import Any, BinaryIO
 
 import orjson
 
-__all__ = ["MAX_FRAME_BYTES", "FrameError", "encode", "decode", "read_frame_blocking", "write_frame_blocking"]
+__all__ = [
+    "MAX_FRAME_BYTES", "RESULT", "FrameError", "decode", "encode", "frame", "read_frame_blocking",
+    "write_frame_blocking",
+]  # fmt: skip
 
 _HEADER = struct.Struct(">I")
 # Results, logs and arguments are all capped well below this; a bigger frame means a broken peer.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
+# The field a frame's tail is decoded into.
+RESULT = "result"
+_NEWLINE = b"\n"
+
+
 class FrameError(Exception):
     """The peer sent something that is not a valid frame (or closed mid-frame)."""
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    payload = orjson.dumps(message)
+def frame(payload: bytes) -> bytes:
+    """The frame of an already encoded payload."""
     return _HEADER.pack(len(payload)) + payload
 
 
-def decode(payload: bytes | memoryview) -> dict[str, Any]:
+def encode(message: dict[str, Any], tail: bytes | None = None) -> bytes:
+    """A frame of `message`, and of `tail` after it (see the module docstring)."""
+    payload = orjson.dumps(message)
+    if tail is None:
+        return _HEADER.pack(len(payload)) + payload
+    return b"".join((_HEADER.pack(len(payload) + 1 + len(tail)), payload, _NEWLINE, tail))
+
+
+def decode(payload: bytes | bytearray, start: int = 0) -> dict[str, Any]:
+    """The message of a frame's payload, `payload[start:]` (read in place, not copied); its
+    tail, if any, as bytes under RESULT."""
+    end = payload.find(_NEWLINE, start)
+    view = memoryview(payload)[start:] if end < 0 else memoryview(payload)[start:end]
     try:
-        message = orjson.loads(payload)
+        message = orjson.loads(view)
     except orjson.JSONDecodeError as exc:
         raise FrameError(f"invalid frame payload: {exc}") from None
+    finally:
+        view.release()  # else a bytearray buffer could not be resized while it lives
     if not isinstance(message, dict):
         raise FrameError("frame payload is not an object")
+    if RESULT in message:
+        raise FrameError(f"{RESULT!r} travels as the frame's tail, not in its object")
+    if end >= 0:
+        message[RESULT] = bytes(payload[end + 1 :])
     return message
 
 

@@ -34,7 +34,7 @@ from ._limits import (
     set_cpu_budget,
     statm_bytes,
 )
-from ._protocol import FrameError, encode, read_frame_blocking, write_frame_blocking
+from ._protocol import RESULT, FrameError, encode, read_frame_blocking, write_frame_blocking
 from ._rp_compile import compile_hook
 
 __all__ = ["main"]
@@ -132,13 +132,15 @@ def write_reply(out: BinaryIO, reply: dict[str, Any]) -> None:
     Error texts and extra error fields come from hook objects: a lone surrogate there made
     the encoding fail and the worker die. Such a reply is sent with those replaced; one that
     still cannot be encoded becomes a plain error. Encoding a big result reserves a lot of
-    address space (see SERIALIZE_HEADROOM): done with the room."""
+    address space (see SERIALIZE_HEADROOM): done with the room. The result, already JSON
+    text, is taken out of `reply` and sent as the frame's tail."""
+    result = reply.pop(RESULT, None)
     with SerializationRoom():
         try:
-            frame = encode(reply)
+            frame = encode(reply, result)
         except TypeError:
             try:
-                frame = encode(_text_safe(reply))
+                frame = encode(_text_safe(reply), result)
             except TypeError:
                 message = "The hook's answer could not be encoded"
                 error = {"name": "Error", "message": message, "stack": f"Error: {message}"}

@@ -16,6 +16,8 @@ import traceback
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # -I: no cwd on the path
 
 from wtpy.sandbox import _limits, _oslayer, _zygote  # noqa: E402
@@ -35,6 +37,7 @@ def serve(proto_in: BinaryIO, proto_out: BinaryIO, memory_mb: int, statm: int | 
         if frame is None:
             return 0
         key, code = frame.get("key", ""), frame.get("code")
+        result: Any = None
         if code is None and key not in codes:
             reply: dict[str, Any] = {"id": frame.get("id"), "need_code": True}
         else:
@@ -43,12 +46,12 @@ def serve(proto_in: BinaryIO, proto_out: BinaryIO, memory_mb: int, statm: int | 
             namespace: dict[str, Any] = {"STATE": STATE, "args": frame.get("args")}
             try:
                 exec(codes[key], namespace)
-                reply = {"id": frame.get("id"), "ok": True, "result": namespace.get("result")}
+                reply, result = {"id": frame.get("id"), "ok": True}, namespace.get("result")
             except BaseException as exc:  # noqa: BLE001
                 error = {"name": type(exc).__name__, "message": str(exc), "stack": traceback.format_exc()}
                 reply = {"id": frame.get("id"), "ok": False, "error": error, "logs": []}
-        try:
-            data = encode(reply)
+        try:  # a success's result travels as the frame's tail (see _protocol)
+            data = encode(reply, orjson.dumps(result) if reply.get("ok") else None)
         except TypeError as exc:
             data = encode({"id": frame.get("id"), "ok": False, "error": {"name": "TypeError", "message": str(exc)}})
         proto_out.write(data)

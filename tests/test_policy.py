@@ -48,8 +48,8 @@ def run(code: str, context: dict[str, Any] | None = None) -> dict[str, Any]:
              "limits": {"cpu_seconds": None}}  # fmt: skip
     reply = _worker.Worker(memory_mb=0).handle(frame)
     reset_module_state()
-    if "result" in reply:  # an orjson.Fragment: the JSON the worker would send
-        reply["result"] = orjson.loads(orjson.dumps(reply["result"]))
+    if "result" in reply:  # the JSON text the worker would send
+        reply["result"] = orjson.loads(reply["result"])
     return reply
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from wtpy.sandbox._protocol import read_frame_blocking, write_frame_blocking
@@ -132,7 +133,7 @@ def own_worker() -> Iterator[Worker]:
 
 def result(reply: dict[str, Any]) -> Any:
     assert reply["ok"] is True, reply
-    return reply.get("result")
+    return orjson.loads(reply["result"]) if "result" in reply else None
 
 
 def error(reply: dict[str, Any]) -> dict[str, Any]:
