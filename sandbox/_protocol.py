@@ -47,17 +47,17 @@ def encode(message: dict[str, Any], tail: bytes | None = None) -> bytes:
 
 
 def decode(payload: bytes | bytearray, start: int = 0) -> dict[str, Any]:
-    """The message of a frame's payload, `payload[start:]` (read in place, not copied); its
-    tail, if any, as bytes under RESULT."""
+    """The message of a frame's payload, `payload[start:]`; its tail, if any, as bytes
+    under RESULT. Without a tail the payload is read in place, not copied."""
     end = payload.find(_NEWLINE, start)
-    view = memoryview(payload)[start:] if end < 0 else memoryview(payload)[start:end]
     try:
-        message = orjson.loads(view)
+        if end < 0:
+            message = orjson.loads(memoryview(payload)[start:] if start else payload)
+        else:
+            message = orjson.loads(payload[start:end])
     except orjson.JSONDecodeError as exc:
         raise FrameError(f"invalid frame payload: {exc}") from None
-    finally:
-        view.release()  # else a bytearray buffer could not be resized while it lives
-    if not isinstance(message, dict):
+    if type(message) is not dict:
         raise FrameError("frame payload is not an object")
     if RESULT in message:
         raise FrameError(f"{RESULT!r} travels as the frame's tail, not in its object")
