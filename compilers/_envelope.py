@@ -71,7 +71,9 @@ def failure_envelope(error: Mapping[str, Any]) -> bytes:
 
 
 def success_envelope(result: Any, has_result: bool) -> bytes:
-    """`{"statusCode":200,"headers":{},"status":"success","data":<result>}`; no `data` without a result."""
+    """`{"statusCode":200,"headers":{},"status":"success","data":<result>}`; no `data` without a result.
+
+    `result` may be an `orjson.Fragment`: JSON text, written into `data` as it is."""
     envelope: dict[str, Any] = {"statusCode": 200, "headers": {}, "status": "success"}
     if has_result:
         envelope["data"] = result

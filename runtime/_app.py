@@ -14,9 +14,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from wtpy.sandbox import OsSandboxUnavailable
+
 from . import _api, _invoke, _logs
 from ._http import ApiError, error_response, json_response, where_raised
-from ._pool import OsSandboxUnavailable
 from ._runtime import Runtime
 from ._settings import Settings
 

@@ -13,16 +13,17 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from starlette.types import Receive, Scope, Send
 
 from wtpy.compilers import Compiler, HookRequest, WebtaskContext, error_envelope, get_compiler
 from wtpy.compilers._body import node_headers
+from wtpy.sandbox import ArgumentsNotEncodable
 
 from ._api import MIN_TIMEOUT, TIMEOUT_META
 from ._http import ApiError, api_error_body, check_declared_length, too_large, where_raised
 from ._logs import REQUEST_ID_HEADER, envelope_error, new_request_id
 from ._names import valid_name
-from ._pool import ArgumentsNotEncodable
 from ._runtime import Runtime
 from ._store import Webtask
 
@@ -155,7 +156,9 @@ class Invoker:
             _log_refusal(runtime, webtask, request_id, started, TOO_DEEP)
             return compiler.failure({"name": "Error", "message": TOO_DEEP, "stack": f"Error: {TOO_DEEP}"})
         if outcome.outcome == "success":
-            envelope = compiler.success(outcome.result, outcome.has_result)
+            # The result's JSON text as the worker wrote it, spliced into the envelope unparsed.
+            result = None if outcome.result_json is None else orjson.Fragment(outcome.result_json)
+            envelope = compiler.success(result, outcome.has_result)
             if not outcome.logs:
                 runtime.logs.publish_success(
                     webtask.container, webtask.name, request_id, compiler_name, outcome.duration_ms

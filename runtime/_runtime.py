@@ -8,11 +8,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from wtpy.sandbox import WorkerPool
+
 from ._auth import load_or_create_admin_token
 from ._crypto import SecretBox
 from ._datadir import acquire_data_dir_lock, ensure_data_dir
 from ._logs import LogHub
-from ._pool import WorkerPool
 from ._settings import UNSAFE_NO_OS_SANDBOX_ENV, Settings
 from ._store import Store, StoredToken, Webtask
 from ._tokens import TokenRegistry, format_time, hash_token, new_scoped_token

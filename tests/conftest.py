@@ -27,13 +27,13 @@ def _cpu_limit_restored() -> Iterator[None]:
     limit kills pytest with SIGXCPU once the rest of the run has used the budget up."""
     import resource
 
-    from wtpy.runtime import _worker
+    from wtpy.sandbox import _limits
 
     before = resource.getrlimit(resource.RLIMIT_CPU)
     yield
     if resource.getrlimit(resource.RLIMIT_CPU) != before:
         resource.setrlimit(resource.RLIMIT_CPU, before)
-    _worker._cpu_limit = None
+    _limits._cpu_limit = None
 
 
 def free_port() -> int:

@@ -27,7 +27,9 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from wtpy.runtime._protocol import read_frame_blocking, write_frame_blocking
+import orjson
+
+from wtpy.sandbox._protocol import encode, read_frame_blocking, write_frame_blocking
 
 
 def _take_protocol_fds() -> tuple[Any, Any]:
@@ -150,7 +152,10 @@ def main() -> int:
                 "error": {"name": "Error", "message": f"unknown action {action!r}"},
                 "logs": logs,
             }
-        write_frame_blocking(proto_out, reply)
+        # A success's result travels as the frame's tail (see _protocol).
+        tail = orjson.dumps(reply.pop("result")) if "result" in reply else None
+        proto_out.write(encode(reply, tail))
+        proto_out.flush()
 
 
 if __name__ == "__main__":

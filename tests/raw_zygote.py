@@ -16,17 +16,19 @@ import traceback
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # -I: no cwd on the path
 
-from wtpy.runtime import _oslayer, _worker, _zygote  # noqa: E402
-from wtpy.runtime._protocol import encode, read_frame_blocking  # noqa: E402
+from wtpy.sandbox import _limits, _oslayer, _zygote  # noqa: E402
+from wtpy.sandbox._protocol import encode, read_frame_blocking  # noqa: E402
 
 # Kept alive across jobs: a job may leave things here for a later one (same worker only).
 STATE: dict[str, Any] = {}
 
 
 def serve(proto_in: BinaryIO, proto_out: BinaryIO, memory_mb: int, statm: int | None, hello: dict[str, Any]) -> int:
-    _worker._apply_rlimits(memory_mb)  # the real worker's limits: memory, no files, no processes
+    _limits.apply_rlimits(memory_mb)  # the real worker's limits: memory, no files, no processes
     proto_out.write(encode({"ready": True, **hello}))
     proto_out.flush()
     codes: dict[str, str] = {}
@@ -35,6 +37,7 @@ def serve(proto_in: BinaryIO, proto_out: BinaryIO, memory_mb: int, statm: int | 
         if frame is None:
             return 0
         key, code = frame.get("key", ""), frame.get("code")
+        result: Any = None
         if code is None and key not in codes:
             reply: dict[str, Any] = {"id": frame.get("id"), "need_code": True}
         else:
@@ -43,12 +46,12 @@ def serve(proto_in: BinaryIO, proto_out: BinaryIO, memory_mb: int, statm: int | 
             namespace: dict[str, Any] = {"STATE": STATE, "args": frame.get("args")}
             try:
                 exec(codes[key], namespace)
-                reply = {"id": frame.get("id"), "ok": True, "result": namespace.get("result")}
+                reply, result = {"id": frame.get("id"), "ok": True}, namespace.get("result")
             except BaseException as exc:  # noqa: BLE001
                 error = {"name": type(exc).__name__, "message": str(exc), "stack": traceback.format_exc()}
                 reply = {"id": frame.get("id"), "ok": False, "error": error, "logs": []}
-        try:
-            data = encode(reply)
+        try:  # a success's result travels as the frame's tail (see _protocol)
+            data = encode(reply, orjson.dumps(result) if reply.get("ok") else None)
         except TypeError as exc:
             data = encode({"id": frame.get("id"), "ok": False, "error": {"name": "TypeError", "message": str(exc)}})
         proto_out.write(data)

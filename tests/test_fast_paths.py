@@ -19,16 +19,17 @@ import pytest
 from conftest import cc_meta, raw_request
 
 from wtpy.runtime import _app, _invoke
-from wtpy.runtime._pool import ArgumentsNotEncodable, JobResult, _Proc
-from wtpy.runtime._protocol import FrameError, encode
-from wtpy.runtime._worker import Worker
+from wtpy.sandbox._pool import ArgumentsNotEncodable, JobResult
+from wtpy.sandbox._procs import WorkerProc
+from wtpy.sandbox._protocol import FrameError, encode
+from wtpy.sandbox._worker import Worker
 
 # --------------------------------------------------------------------------- pool frames
 
 
 def _feed(chunks: list[bytes]) -> tuple[list[dict[str, Any]], Exception | None]:
     async def scenario() -> tuple[list[dict[str, Any]], Exception | None]:
-        proc = _Proc()
+        proc = WorkerProc()
         for chunk in chunks:
             proc.pipe_data_received(1, chunk)
         proc.pipe_connection_lost(1, None)
@@ -42,8 +43,13 @@ def _feed(chunks: list[bytes]) -> tuple[list[dict[str, Any]], Exception | None]:
     return asyncio.run(scenario())
 
 
-FRAMES = [{"id": 1, "ok": True, "result": {"a": "é✓" * 50}}, {"id": 2}, {"id": 3, "logs": []}]
-STREAM = b"".join(encode(frame) for frame in FRAMES)
+# (message, tail): a success's result travels as the frame's tail, decoded under "result".
+SENT: list[tuple[dict[str, Any], bytes | None]] = [
+    ({"id": 1, "ok": True}, orjson.dumps({"a": "é✓\n" * 50})), ({"id": 2}, None), ({"id": 3, "logs": []}, None),
+]
+FRAMES = [{**message, "result": tail} if tail is not None else message for message, tail in SENT]
+ENCODED = [encode(message, tail) for message, tail in SENT]
+STREAM = b"".join(ENCODED)
 
 
 @pytest.mark.parametrize("size", [1, 3, 4, 5, 17, len(STREAM)])
@@ -55,11 +61,11 @@ def test_frames_survive_any_chunking(size: int) -> None:
 
 
 def test_whole_frames_one_per_read_take_the_no_copy_path() -> None:
-    frames, error = _feed([encode(frame) for frame in FRAMES])
+    frames, error = _feed(ENCODED)
     assert frames == FRAMES
     assert isinstance(error, FrameError) and "closed" in str(error)
     # A whole frame right after a partial one still goes through the buffer, in order.
-    first, second = encode(FRAMES[0]), encode(FRAMES[1])
+    first, second = ENCODED[0], ENCODED[1]
     frames, _ = _feed([first[:3], first[3:], second, b"\x00\x00\x00\x02{x"])
     assert frames == FRAMES[:2]
 
@@ -77,7 +83,7 @@ def test_oversized_frame_ends_the_stream() -> None:
 
 
 def test_output_nobody_asked_for_is_not_buffered_without_bound() -> None:
-    from wtpy.runtime._protocol import MAX_FRAME_BYTES
+    from wtpy.sandbox._protocol import MAX_FRAME_BYTES
 
     big = encode({"x": "y" * (MAX_FRAME_BYTES // 3)})
     frames, error = _feed([big] * 5)
@@ -87,7 +93,7 @@ def test_output_nobody_asked_for_is_not_buffered_without_bound() -> None:
 
 def test_a_cancelled_read_loses_nothing() -> None:
     async def scenario() -> dict[str, Any]:
-        proc = _Proc()
+        proc = WorkerProc()
         reader = asyncio.ensure_future(proc.read())
         await asyncio.sleep(0)
         reader.cancel()
@@ -109,7 +115,9 @@ def _run(worker: Worker, code: str, args: dict[str, Any], order: list[str]) -> d
     key = hashlib.sha256(source.encode()).hexdigest()
     frame = {"id": 1, "op": "run", "key": key, "code": source, "filename": "<webtask d/t>",
              "args": args, "order": order}  # fmt: skip
-    reply = orjson.loads(orjson.dumps(worker.handle(frame)))  # the result is an orjson.Fragment
+    reply = worker.handle(frame)
+    if "result" in reply:  # the JSON text the worker would send
+        reply["result"] = orjson.loads(reply["result"])
     reply.pop("logs", None)
     return reply
 
@@ -157,16 +165,16 @@ def test_cached_binding_plans_follow_the_order_of_each_call(code: str, expected:
 
 
 def test_a_function_with_attributes_is_not_served_from_the_plan_cache() -> None:
-    from wtpy.runtime import _worker
+    from wtpy.sandbox import _invocation
 
     def hook(client, scope):  # type: ignore[no-untyped-def]
         return client
 
-    plain = _worker._cached_plan(hook, CC)
+    plain = _invocation._cached_plan(hook, CC)
     hook.extra = 1  # type: ignore[attr-defined]
     key = (hook.__code__, tuple(PE))
-    _worker._cached_plan(hook, PE)
-    assert key not in _worker._PLANS
+    _invocation._cached_plan(hook, PE)
+    assert key not in _invocation._PLANS
     assert plain == ("names", ("client", "scope"), 0, None)
 
 
@@ -182,7 +190,7 @@ class _RecordingPool:
 
     def __init__(self) -> None:
         self.jobs: list[dict[str, Any]] = []
-        self.reply: JobResult | Exception = JobResult("success", result={"ok": 1}, has_result=True)
+        self.reply: JobResult | Exception = JobResult("success", result_json=b'{"ok":1}')
 
     async def start(self) -> None: ...
 
@@ -564,3 +572,109 @@ def test_an_unhandled_error_in_the_management_api_is_a_500_that_logs_no_message(
     assert response.json() == {"error": "internal_error", "message": "Internal server error"}
     assert "unhandled RuntimeError on GET /api/boom" in caplog.text and "in boom" in caplog.text
     assert SECRET not in caplog.text and "boom " not in caplog.text.replace("/api/boom ", "")
+
+
+# --------------------------------------------------------------------------- result bytes passed on
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+SAMPLE_ARGS: dict[str, Any] = {
+    "user": {"id": "user-1", "email": "u@example.com"},
+    "client": {"id": "client-1", "name": "Test", "metadata": {"tier": "gold"}},
+    "scope": ["read"],
+    "audience": "https://api.example.com",
+    "context": {"ip": "127.0.0.1", "webtask": {"secrets": {"k": "v"}, "meta": {}}},
+}
+
+
+def _old_envelope(value: Any) -> bytes:
+    """What the server answered when it parsed every result and wrote it again: the worker's
+    orjson text, parsed, then written into the envelope."""
+    from wtpy.compilers._envelope import success_envelope
+
+    return success_envelope(orjson.loads(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)), True)
+
+
+def _spliced_envelope(value: Any) -> bytes:
+    from wtpy.compilers._envelope import success_envelope
+    from wtpy.sandbox import _invocation
+
+    payload = _invocation._serialize(value)
+    assert isinstance(payload, bytes), payload
+    return success_envelope(orjson.Fragment(payload), True)
+
+
+class _Str(str):
+    pass
+
+
+UNUSUAL_RESULTS = [
+    {"unicode": "é✓😀\u2028\u0000\x1f\"\\/", "ключ": "значение"},
+    [2**63 - 1, -(2**63), 2**64 - 1, 0, -1, True, False],
+    {"a": [{"b": [[], {}, [None, {"c": {"d": [1.5]}}]]}]},
+    None,
+    [0.1, -0.0, 1e300, 5e-324, 1.7976931348623157e308, 1e16, 123456789.123456789, float("nan"), float("inf")],
+    {7: "int key", 2.5: "float key", True: "bool key", None: "none key"},
+    {1: "first", "1": "second", "a": 1},  # keys equal once written: the last one stays
+    {_Str("sub"): _Str("class"), "x": (1, (2, 3))},
+    "text",
+    12,
+]
+
+
+@pytest.mark.parametrize("value", UNUSUAL_RESULTS, ids=range(len(UNUSUAL_RESULTS)))
+def test_the_spliced_envelope_is_the_one_the_parsed_result_gave(value: Any) -> None:
+    assert _spliced_envelope(value) == _old_envelope(value)
+
+
+def test_the_spliced_envelope_of_generated_results_is_the_one_the_parsed_result_gave() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    leaves = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text()
+    keys = st.text() | st.integers(-(2**63), 2**63 - 1) | st.booleans()
+    values = st.recursive(
+        leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4), max_leaves=20
+    )
+
+    @settings(max_examples=300, deadline=None)
+    @given(values)
+    def check(value: Any) -> None:
+        assert _spliced_envelope(value) == _old_envelope(value)
+
+    check()
+
+
+@pytest.mark.parametrize(
+    ("sample", "order"),
+    [("myrule.py", CC), ("return_style.py", CC), ("password_rule.py", PE)],
+)
+def test_sample_hooks_answer_the_same_envelope_bytes(sample: str, order: list[str]) -> None:
+    from wtpy.compilers._envelope import success_envelope
+
+    code = (SAMPLES / sample).read_text()
+    frame = {"id": 1, "op": "run", "key": sample, "code": code, "filename": "<webtask d/t>",
+             "args": SAMPLE_ARGS, "order": order, "limits": {"cpu_seconds": None}}  # fmt: skip
+    reply = Worker(memory_mb=0).handle(frame)
+    assert reply["ok"] is True, reply
+    spliced = success_envelope(orjson.Fragment(reply["result"]), True)
+    assert spliced == success_envelope(orjson.loads(reply["result"]), True)
+    assert spliced.startswith(b'{"statusCode":200,"headers":{},"status":"success","data":{')
+
+
+def test_a_frame_carries_the_result_as_its_tail_and_never_in_its_object() -> None:
+    from wtpy.sandbox._protocol import decode
+
+    tail = orjson.dumps({"text": "line\nbreak", "é": [1]})
+    frame = encode({"id": 1, "ok": True}, tail)
+    assert decode(frame, 4) == {"id": 1, "ok": True, "result": tail}
+    assert decode(bytearray(frame[4:])) == {"id": 1, "ok": True, "result": tail}
+    with pytest.raises(FrameError, match="tail"):
+        decode(encode({"id": 1, "ok": True, "result": 1}), 4)
+
+
+def test_a_resent_job_reuses_its_encoded_arguments() -> None:
+    from wtpy.sandbox._pool import _with_code
+
+    message: dict[str, Any] = {"id": 3, "op": "run", "key": "k", "args": {"a": "é\n"}, "code": None}
+    code = 'def hook(a):\n    return "\\u00e9"\n'
+    assert _with_code(encode(message), code) == encode({**message, "code": code})

@@ -21,7 +21,7 @@ import pytest
 from conftest import CC_BODY, SAMPLES, WtpyServer, cc_meta
 
 COMPILE_ERROR = "Unable to compile the extensibility code as python"
-SERVER_PATH_MARKERS = ("/work/", "/root/", "/usr/", "site-packages", ".py\"", "wtpy/runtime")
+SERVER_PATH_MARKERS = ("/work/", "/root/", "/usr/", "site-packages", ".py\"", "wtpy/runtime", "wtpy/sandbox")
 HEAD = "def hook(client, scope, audience, context):\n"
 
 
@@ -313,7 +313,7 @@ def _children(pid: int) -> list[tuple[int, bytes]]:
 def _worker_pids(server: WtpyServer) -> list[int]:
     """The sandbox workers: children of the server's zygote (its subreaper)."""
     assert server.process is not None
-    zygotes = [pid for pid, cmdline in _children(server.process.pid) if b"wtpy.runtime._zygote" in cmdline]
+    zygotes = [pid for pid, cmdline in _children(server.process.pid) if b"wtpy.sandbox._zygote" in cmdline]
     assert len(zygotes) == 1, "the server runs one zygote"
     return [pid for pid, _ in _children(zygotes[0])]
 
@@ -329,7 +329,7 @@ def _status(pid: int) -> dict[str, list[str]]:
     "user they keep its uid (tests/test_os_sandbox.py covers that case)",
 )
 def test_workers_run_unprivileged_without_fork(server: WtpyServer, canary: str) -> None:
-    from wtpy.runtime._oslayer import DEFAULT_UID_BASE
+    from wtpy.sandbox._oslayer import DEFAULT_UID_BASE
 
     assert_alive(server, canary)  # make sure the pool is up
     pids = _worker_pids(server)

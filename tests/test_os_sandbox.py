@@ -27,8 +27,8 @@ import pytest
 from conftest import REPO, WtpyServer, free_port
 from test_pool import arun
 
-from wtpy.runtime._oslayer import DEFAULT_UID_BASE, INNER_ID
-from wtpy.runtime._pool import JobResult, OsSandboxUnavailable, WorkerPool
+from wtpy.sandbox._oslayer import DEFAULT_UID_BASE, INNER_ID
+from wtpy.sandbox._pool import JobResult, OsSandboxUnavailable, WorkerPool
 
 HERE = Path(__file__).resolve().parent
 RAW = [sys.executable, "-I", str(HERE / "raw_zygote.py")]
@@ -356,7 +356,7 @@ NO_USERNS = ["unshare", "--user", "--map-root-user", "sh", "-c", 'echo 0 > /proc
 
 def test_the_pool_refuses_to_start_where_the_layer_cannot_be_set_up() -> None:
     script = (
-        "import asyncio\nfrom wtpy.runtime._pool import WorkerPool, OsSandboxUnavailable\n"
+        "import asyncio\nfrom wtpy.sandbox._pool import WorkerPool, OsSandboxUnavailable\n"
         "async def main():\n    pool = WorkerPool(1)\n    try:\n        await pool.start()\n"
         "    except OsSandboxUnavailable as exc:\n        print('REFUSED', exc)\n        return\n"
         "    await pool.close()\n    print('STARTED')\nasyncio.run(main())\n"

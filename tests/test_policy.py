@@ -1,4 +1,4 @@
-"""The language layer (runtime/_policy.py) on its own, in process.
+"""The language layer (sandbox/_rp_guards.py) on its own, in process.
 
 Hooks run through the real worker code (`_worker.Worker.handle`, in this process), so the
 module state they leave behind can be inspected directly, and `reset_module_state()` is
@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 import pytest
 
-from wtpy.runtime import _policy
-from wtpy.runtime._policy import (
+from wtpy.sandbox import _rp_guards
+from wtpy.sandbox._rp_guards import (
     _VIEWS,
     ModuleView,
     _guarded_getitem,
@@ -40,7 +40,7 @@ ORDER = ["client", "scope", "audience", "context"]
 
 def run(code: str, context: dict[str, Any] | None = None) -> dict[str, Any]:
     """One invocation through the worker's own code, then the worker's reset."""
-    from wtpy.runtime import _worker
+    from wtpy.sandbox import _worker
 
     code = textwrap.dedent(code)
     args = ARGS if context is None else {**ARGS, "context": context}
@@ -48,8 +48,8 @@ def run(code: str, context: dict[str, Any] | None = None) -> dict[str, Any]:
              "limits": {"cpu_seconds": None}}  # fmt: skip
     reply = _worker.Worker(memory_mb=0).handle(frame)
     reset_module_state()
-    if "result" in reply:  # an orjson.Fragment: the JSON the worker would send
-        reply["result"] = orjson.loads(orjson.dumps(reply["result"]))
+    if "result" in reply:  # the JSON text the worker would send
+        reply["result"] = orjson.loads(reply["result"])
     return reply
 
 
@@ -269,9 +269,9 @@ def test_shared_mutables_are_copies() -> None:
 def test_every_shared_mutable_is_copied_on_read() -> None:
     """Everything _find_shared found (module values, class attributes, containers nested
     in tuples) comes out of the guard as a copy, never as itself."""
-    assert _policy._SHARED, "the walk found nothing: it is broken"
-    for value in _policy._SHARED.values():
-        copied = _policy._checked(value)
+    assert _rp_guards._SHARED, "the walk found nothing: it is broken"
+    for value in _rp_guards._SHARED.values():
+        copied = _rp_guards._checked(value)
         assert copied is not value and copied == value
 
 
@@ -413,7 +413,7 @@ def test_hook_objects_die_with_their_invocation() -> None:
         context["keep"](p)
         return 1
     """
-    from wtpy.runtime import _worker
+    from wtpy.sandbox import _worker
 
     code = textwrap.dedent(probe)
     frame = {"id": 1, "op": "run", "key": code, "code": code, "order": ORDER, "limits": {"cpu_seconds": None},
@@ -458,7 +458,7 @@ def test_reset_module_state_is_cheap_when_nothing_was_imported(monkeypatch: pyte
 def _reachable(depth: int = 5) -> dict[int, tuple[str, Any]]:
     """Everything a hook reaches from its builtins and the allowed modules, through the
     guards only: public attribute chains, items of small containers, class subscriptions."""
-    from wtpy.runtime._policy import _BASE_BUILTINS
+    from wtpy.sandbox._rp_guards import _BASE_BUILTINS
 
     seen: dict[int, tuple[str, Any]] = {}
     frontier: list[tuple[str, Any]] = [(f"builtins.{k}", v) for k, v in _BASE_BUILTINS.items()]
@@ -491,7 +491,7 @@ def _reachable(depth: int = 5) -> dict[int, tuple[str, Any]]:
 def test_the_attacker_walk_finds_nothing() -> None:
     """No real module, no forwarding or introspection object, no refused function, no
     shared mutable object is reachable, by any public attribute chain of up to 5 names."""
-    from wtpy.runtime._policy import _OPAQUE_TYPES, _refused
+    from wtpy.sandbox._rp_guards import _OPAQUE_TYPES, _refused
 
     reached = _reachable()
     assert len(reached) > 1000  # the walk does walk
@@ -503,7 +503,7 @@ def test_the_attacker_walk_finds_nothing() -> None:
             problems.append(("opaque", path))
         elif _refused(obj):
             problems.append(("refused", path))
-        elif id(obj) in _policy._SHARED:
+        elif id(obj) in _rp_guards._SHARED:
             problems.append(("shared", path))
         elif obj in (type, object, eval, exec, compile, open, getattr, vars):
             problems.append(("builtin", path))
@@ -513,7 +513,7 @@ def test_the_attacker_walk_finds_nothing() -> None:
 def test_no_reachable_class_aliases_a_refused_function() -> None:
     """The guard refuses str.format & co. by identity; a stdlib class attribute that is one
     of them under another name is refused the same way, and none exists unrefused."""
-    from wtpy.runtime._policy import _REFUSED
+    from wtpy.sandbox._rp_guards import _REFUSED
 
     for _, obj in _reachable(3).values():
         if isinstance(obj, type):

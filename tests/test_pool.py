@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from wtpy.runtime._pool import (
+from wtpy.sandbox._pool import (
     DEADLINE_CHECK_SECONDS,
     ArgumentsNotEncodable,
     JobResult,
@@ -24,7 +25,7 @@ from wtpy.runtime._pool import (
 
 HERE = Path(__file__).resolve().parent
 FAKE = [sys.executable, "-I", str(HERE / "fake_worker.py")]
-REAL_WORKER = HERE.parent / "runtime" / "_worker.py"
+REAL_WORKER = HERE.parent / "sandbox" / "_worker.py"
 KEY = "k" * 64
 T = TypeVar("T")
 
@@ -40,6 +41,16 @@ def arun(factory: Callable[[], Awaitable[T]], limit: float = 60.0) -> T:
 
 def fake_pool(size: int = 2, *extra: str, **options: Any) -> WorkerPool:
     return WorkerPool(size, worker_argv=[*FAKE, *extra], **options)
+
+
+@contextlib.asynccontextmanager
+async def started(pool: WorkerPool) -> AsyncIterator[WorkerPool]:
+    """`async with started(fake_pool(1)) as pool:` the pool, started, and closed after."""
+    await pool.start()
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 async def job(
@@ -83,9 +94,7 @@ def alive(pid: int) -> bool:
 
 def test_results_flow_through() -> None:
     async def scenario() -> None:
-        pool = fake_pool(1)
-        await pool.start()
-        try:
+        async with started(fake_pool(1)) as pool:
             ok = await job(pool, "echo", {"claims": {"a": [1, 2]}, "unicode": "é✓"})
             assert ok.outcome == "success"
             assert ok.has_result is True
@@ -109,17 +118,13 @@ def test_results_flow_through() -> None:
             noisy = await job(pool, "print", 5)
             assert (noisy.outcome, noisy.result) == ("success", 5)
             assert (await job(pool, "echo", 6)).result == 6
-        finally:
-            await pool.close()
 
     arun(scenario)
 
 
 def test_concurrent_jobs_on_two_workers_all_succeed_with_matched_ids() -> None:
     async def scenario() -> None:
-        pool = fake_pool(2)
-        await pool.start()
-        try:
+        async with started(fake_pool(2)) as pool:
             results = await asyncio.gather(
                 *(job(pool, "sleep", i, seconds=0.01 * (i % 3)) for i in range(40))
             )
@@ -129,32 +134,24 @@ def test_concurrent_jobs_on_two_workers_all_succeed_with_matched_ids() -> None:
             assert len(pool.worker_pids) == 2
             assert sum(jobs_per_worker) == 42  # both workers took part
             assert min(jobs_per_worker) > 1
-        finally:
-            await pool.close()
 
     arun(scenario)
 
 
 def test_an_idle_pool_reuses_the_worker_that_finished_last() -> None:
     async def scenario() -> None:
-        pool = fake_pool(3)
-        await pool.start()
-        try:
+        async with started(fake_pool(3)) as pool:
             pids = [(await stats(pool))["pid"] for _ in range(6)]
             assert len(set(pids)) == 1  # one call at a time: always the warm worker
             busy = await asyncio.gather(*(stats(pool) for _ in range(3)))
             assert len({result["pid"] for result in busy}) >= 2  # concurrent calls spread out
-        finally:
-            await pool.close()
 
     arun(scenario)
 
 
 def test_code_is_sent_once_per_worker_and_key() -> None:
     async def scenario() -> None:
-        pool = fake_pool(2)
-        await pool.start()
-        try:
+        async with started(fake_pool(2)) as pool:
             for _ in range(3):
                 await asyncio.gather(*(job(pool, "echo", i) for i in range(10)))
             await job(pool, "echo", key="other" * 8)
@@ -162,8 +159,6 @@ def test_code_is_sent_once_per_worker_and_key() -> None:
             assert {s["pid"] for s in per_worker} == set(pool.worker_pids)
             assert sum(s["code_received_by_key"].get(KEY, 0) for s in per_worker) == 2
             assert sum(s["code_received_by_key"].get("other" * 8, 0) for s in per_worker) == 1
-        finally:
-            await pool.close()
 
     arun(scenario)
 
@@ -171,15 +166,11 @@ def test_code_is_sent_once_per_worker_and_key() -> None:
 def test_need_code_resends_the_code() -> None:
     async def scenario() -> None:
         # --cache-size 0: the worker forgets every key, so each code-less request is refused.
-        pool = fake_pool(1, "--cache-size", "0")
-        await pool.start()
-        try:
+        async with started(fake_pool(1, "--cache-size", "0")) as pool:
             for i in range(4):
                 result = await job(pool, "echo", i)
                 assert (result.outcome, result.result) == ("success", i)
             assert (await stats(pool))["code_received"] == 5  # 4 echoes + this stats call
-        finally:
-            await pool.close()
 
     arun(scenario)
 
@@ -189,9 +180,7 @@ def test_need_code_resends_the_code() -> None:
 
 def test_timeout_kills_and_replaces_the_worker_and_the_pool_keeps_serving() -> None:
     async def scenario() -> None:
-        pool = fake_pool(1)
-        await pool.start()
-        try:
+        async with started(fake_pool(1)) as pool:
             [old_pid] = pool.worker_pids
             began = time.monotonic()
             result = await job(pool, "spin", timeout=0.5)
@@ -207,31 +196,23 @@ def test_timeout_kills_and_replaces_the_worker_and_the_pool_keeps_serving() -> N
             assert (nxt.outcome, nxt.result) == ("success", "after")
             assert (await stats(pool))["pid"] != old_pid
             assert not alive(old_pid)
-        finally:
-            await pool.close()
 
     arun(scenario)
 
 
 def test_timeout_message_formats_seconds() -> None:
     async def scenario() -> None:
-        pool = fake_pool(1)
-        await pool.start()
-        try:
+        async with started(fake_pool(1)) as pool:
             result = await job(pool, "sleep", seconds=30, timeout=1.0)
             assert result.error is not None
             assert result.error["message"] == "Script execution timed out after 1 seconds"
-        finally:
-            await pool.close()
 
     arun(scenario)
 
 
 def test_timeouts_are_noticed_within_the_deadline_check_and_checks_stop_when_idle() -> None:
     async def scenario() -> None:
-        pool = fake_pool(2)
-        await pool.start()
-        try:
+        async with started(fake_pool(2)) as pool:
             short, long = await asyncio.gather(
                 job(pool, "sleep", seconds=30, timeout=0.2), job(pool, "sleep", seconds=30, timeout=0.6)
             )
@@ -243,23 +224,17 @@ def test_timeouts_are_noticed_within_the_deadline_check_and_checks_stop_when_idl
             assert (await job(pool, "echo", 1)).result == 1
             await asyncio.sleep(DEADLINE_CHECK_SECONDS * 3)
             assert pool._deadline_check is None and not pool._deadlines  # no timer while idle
-        finally:
-            await pool.close()
 
     arun(scenario)
 
 
 def test_other_jobs_are_unaffected_by_a_timeout() -> None:
     async def scenario() -> None:
-        pool = fake_pool(2)
-        await pool.start()
-        try:
+        async with started(fake_pool(2)) as pool:
             spin = asyncio.ensure_future(job(pool, "spin", timeout=1.0))
             quick = await asyncio.gather(*(job(pool, "echo", i) for i in range(20)))
             assert [r.result for r in quick] == list(range(20))
             assert (await spin).outcome == "timeout"
-        finally:
-            await pool.close()
 
     arun(scenario)
 
@@ -267,9 +242,7 @@ def test_other_jobs_are_unaffected_by_a_timeout() -> None:
 @pytest.mark.parametrize("action", ["crash", "garbage", "wrong_id"])
 def test_worker_dying_or_breaking_protocol_mid_job_is_killed_and_replaced(action: str) -> None:
     async def scenario() -> None:
-        pool = fake_pool(1)
-        await pool.start()
-        try:
+        async with started(fake_pool(1)) as pool:
             [old_pid] = pool.worker_pids
             result = await job(pool, action)
             assert result.outcome == "killed"
@@ -281,17 +254,13 @@ def test_worker_dying_or_breaking_protocol_mid_job_is_killed_and_replaced(action
             nxt = await job(pool, "echo", 1)
             assert (nxt.outcome, nxt.result) == ("success", 1)
             assert pool.worker_pids != [old_pid]
-        finally:
-            await pool.close()
 
     arun(scenario)
 
 
 def test_worker_that_died_while_idle_is_replaced_without_failing_a_job() -> None:
     async def scenario() -> None:
-        pool = fake_pool(1)
-        await pool.start()
-        try:
+        async with started(fake_pool(1)) as pool:
             [old_pid] = pool.worker_pids
             os.kill(old_pid, 9)
             deadline = time.monotonic() + 10
@@ -302,49 +271,37 @@ def test_worker_that_died_while_idle_is_replaced_without_failing_a_job() -> None
             result = await job(pool, "echo", 7)
             assert (result.outcome, result.result) == ("success", 7)
             assert pool.worker_pids != [old_pid]
-        finally:
-            await pool.close()
 
     arun(scenario)
 
 
 def test_recycle_flag_replaces_the_worker_after_returning_the_result() -> None:
     async def scenario() -> None:
-        pool = fake_pool(1)
-        await pool.start()
-        try:
+        async with started(fake_pool(1)) as pool:
             first = (await stats(pool))["pid"]
             result = await job(pool, "recycle", "kept")
             assert (result.outcome, result.result) == ("success", "kept")
             second = (await stats(pool))["pid"]
             assert second != first
             assert (await stats(pool))["pid"] == second  # no recycle without the flag
-        finally:
-            await pool.close()
 
     arun(scenario)
 
 
 def test_max_jobs_per_worker() -> None:
     async def scenario() -> None:
-        pool = fake_pool(1, max_jobs_per_worker=3)
-        await pool.start()
-        try:
+        async with started(fake_pool(1, max_jobs_per_worker=3)) as pool:
             pids = [(await stats(pool))["pid"] for _ in range(7)]
             assert pids[0] == pids[1] == pids[2]
             assert pids[3] == pids[4] == pids[5] != pids[0]
             assert pids[6] not in (pids[0], pids[3])
-        finally:
-            await pool.close()
 
     arun(scenario)
 
 
 def test_max_jobs_recycling_of_the_first_workers_is_staggered() -> None:
     async def scenario() -> None:
-        pool = fake_pool(2, max_jobs_per_worker=8)
-        await pool.start()
-        try:
+        async with started(fake_pool(2, max_jobs_per_worker=8)) as pool:
             first = set(pool.worker_pids)
             seen: list[set[int]] = []
             for _ in range(8):  # round-robin: 4 jobs each so far, limits 8 and 6
@@ -354,8 +311,6 @@ def test_max_jobs_recycling_of_the_first_workers_is_staggered() -> None:
                 seen.append(set(pool.worker_pids))
             # One of the first workers has been replaced while the other still serves.
             assert any(len(pids & first) == 1 for pids in seen)
-        finally:
-            await pool.close()
 
     arun(scenario)
 
@@ -368,16 +323,13 @@ def test_replacement_that_fails_to_start_is_retried(tmp_path: Path) -> None:
         pool = fake_pool(
             1, "--fail-file", str(fail_file), on_event=lambda e, info: events.append((e, info))
         )
-        await pool.start()
-        try:
+        async with started(pool):
             fail_file.write_text("3")  # the next three starts fail
             assert (await job(pool, "crash")).outcome == "killed"
             result = await job(pool, "echo", "back")
             assert (result.outcome, result.result) == ("success", "back")
             assert fail_file.read_text() == "0"
             assert [e for e, _ in events].count("spawn_failed") == 3
-        finally:
-            await pool.close()
 
     arun(scenario)
 
@@ -410,9 +362,7 @@ def test_start_times_out_on_a_worker_that_never_says_ready() -> None:
 
 def test_cancelled_caller_leaves_the_worker_in_a_known_state() -> None:
     async def scenario() -> None:
-        pool = fake_pool(1)
-        await pool.start()
-        try:
+        async with started(fake_pool(1)) as pool:
             [pid] = pool.worker_pids
             task = asyncio.ensure_future(job(pool, "sleep", "late", seconds=0.3))
             await asyncio.sleep(0.1)
@@ -423,17 +373,13 @@ def test_cancelled_caller_leaves_the_worker_in_a_known_state() -> None:
             result = await job(pool, "echo", "next")
             assert (result.outcome, result.result) == ("success", "next")
             assert pool.worker_pids == [pid]
-        finally:
-            await pool.close()
 
     arun(scenario)
 
 
 def test_cancelled_caller_of_a_runaway_job_still_times_it_out() -> None:
     async def scenario() -> None:
-        pool = fake_pool(1)
-        await pool.start()
-        try:
+        async with started(fake_pool(1)) as pool:
             [pid] = pool.worker_pids
             task = asyncio.ensure_future(job(pool, "spin", timeout=0.5))
             await asyncio.sleep(0.1)
@@ -443,17 +389,13 @@ def test_cancelled_caller_of_a_runaway_job_still_times_it_out() -> None:
             result = await job(pool, "echo", "next")
             assert (result.outcome, result.result) == ("success", "next")
             assert pool.worker_pids != [pid]
-        finally:
-            await pool.close()
 
     arun(scenario)
 
 
 def test_cancelled_waiter_does_not_swallow_a_worker() -> None:
     async def scenario() -> None:
-        pool = fake_pool(1)
-        await pool.start()
-        try:
+        async with started(fake_pool(1)) as pool:
             busy = asyncio.ensure_future(job(pool, "sleep", seconds=0.2))
             await asyncio.sleep(0.05)
             waiting = asyncio.ensure_future(job(pool, "echo", "never"))
@@ -462,8 +404,6 @@ def test_cancelled_waiter_does_not_swallow_a_worker() -> None:
             assert (await busy).outcome == "success"
             result = await asyncio.wait_for(job(pool, "echo", "ok"), 10)
             assert result.result == "ok"
-        finally:
-            await pool.close()
 
     arun(scenario)
 
@@ -511,14 +451,10 @@ def test_worker_environment_is_minimal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOME_API_TOKEN", "token-must-not-leak")
 
     async def scenario() -> dict[str, str]:
-        pool = fake_pool(1, memory_mb=256)
-        await pool.start()
-        try:
+        async with started(fake_pool(1, memory_mb=256)) as pool:
             result = await job(pool, "env")
             assert result.outcome == "success"
             return result.result
-        finally:
-            await pool.close()
 
     env = arun(scenario)
     assert "WTPY_SECRET_KEY" not in env
@@ -530,14 +466,10 @@ def test_worker_environment_is_minimal(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_unserialisable_arguments_raise_without_losing_the_worker() -> None:
     async def scenario() -> None:
-        pool = fake_pool(1)
-        await pool.start()
-        try:
+        async with started(fake_pool(1)) as pool:
             with pytest.raises(ArgumentsNotEncodable):  # a TypeError, nothing else
                 await job(pool, "echo", {1, 2})  # a set is not JSON
             assert (await job(pool, "echo", [1, 2])).result == [1, 2]
-        finally:
-            await pool.close()
 
     arun(scenario)
 
@@ -563,7 +495,7 @@ def test_run_before_start_is_an_error() -> None:
 
 # --------------------------------------------------------------------------- real worker
 
-real = pytest.mark.skipif(not REAL_WORKER.exists(), reason="runtime/_worker.py not written yet")
+real = pytest.mark.skipif(not REAL_WORKER.exists(), reason="sandbox/_worker.py not written yet")
 
 SAMPLE_HOOK = """
 def hook(client, scope, audience, context, cb):
@@ -587,17 +519,13 @@ async def real_job(pool: WorkerPool, code: str, timeout: float = 10.0) -> JobRes
 @real
 def test_real_worker_runs_a_sample_hook() -> None:
     async def scenario() -> None:
-        pool = WorkerPool(1)
-        await pool.start()
-        try:
+        async with started(WorkerPool(1)) as pool:
             for _ in range(3):  # compiled once, then cached by key
                 result = await real_job(pool, SAMPLE_HOOK)
                 assert result.outcome == "success", result
                 assert result.result == {
                     "accessToken": {"scope": ["a", "extra"], "https://foo.com/claim": "bar"}
                 }
-        finally:
-            await pool.close()
 
     arun(scenario)
 
@@ -605,9 +533,7 @@ def test_real_worker_runs_a_sample_hook() -> None:
 @real
 def test_real_worker_infinite_loop_times_out_and_the_pool_keeps_serving() -> None:
     async def scenario() -> None:
-        pool = WorkerPool(1)
-        await pool.start()
-        try:
+        async with started(WorkerPool(1)) as pool:
             began = time.monotonic()
             result = await real_job(pool, "def hook(client, scope, audience, context, cb):\n    while True: pass\n", timeout=0.5)
             assert time.monotonic() - began < 10
@@ -616,8 +542,6 @@ def test_real_worker_infinite_loop_times_out_and_the_pool_keeps_serving() -> Non
             assert result.error["message"] == "Script execution timed out after 0.5 seconds"
             again = await real_job(pool, SAMPLE_HOOK)
             assert again.outcome == "success", again
-        finally:
-            await pool.close()
 
     arun(scenario)
 
@@ -625,9 +549,7 @@ def test_real_worker_infinite_loop_times_out_and_the_pool_keeps_serving() -> Non
 @real
 def test_real_worker_cpu_limit_kills_and_the_pool_replaces_it() -> None:
     async def scenario() -> None:
-        pool = WorkerPool(1)
-        await pool.start()
-        try:
+        async with started(WorkerPool(1)) as pool:
             [pid] = pool.worker_pids
             spin = "def hook(client, scope, audience, context, cb):\n    while True: pass\n"
             began = time.monotonic()
@@ -646,7 +568,5 @@ def test_real_worker_cpu_limit_kills_and_the_pool_replaces_it() -> None:
             again = await real_job(pool, SAMPLE_HOOK)
             assert again.outcome == "success", again
             assert pool.worker_pids != [pid]
-        finally:
-            await pool.close()
 
     arun(scenario)

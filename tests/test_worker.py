@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from wtpy.runtime._protocol import read_frame_blocking, write_frame_blocking
+from wtpy.sandbox._protocol import read_frame_blocking, write_frame_blocking
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 CC_ORDER = ["client", "scope", "audience", "context"]
@@ -34,7 +35,7 @@ LIMITS = {"cpu_seconds": 10, "max_log_lines": 1000, "max_log_bytes": 65536}
 
 
 class Worker:
-    """One `python -I -m wtpy.runtime._worker` process (as the pool starts it)."""
+    """One `python -I -m wtpy.sandbox._worker` process (as the pool starts it)."""
 
     _ids = itertools.count(1)
 
@@ -45,7 +46,7 @@ class Worker:
         if memory_mb is not None:
             env["WTPY_WORKER_MEMORY_MB"] = str(memory_mb)
         self.proc = subprocess.Popen(
-            argv or [sys.executable, "-I", "-m", "wtpy.runtime._worker"],
+            argv or [sys.executable, "-I", "-m", "wtpy.sandbox._worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -132,7 +133,7 @@ def own_worker() -> Iterator[Worker]:
 
 def result(reply: dict[str, Any]) -> Any:
     assert reply["ok"] is True, reply
-    return reply.get("result")
+    return orjson.loads(reply["result"]) if "result" in reply else None
 
 
 def error(reply: dict[str, Any]) -> dict[str, Any]:
@@ -535,7 +536,7 @@ def test_hook_seed_holds_across_its_own_imports(worker: Worker) -> None:
 
 
 def _in_process_run(code: str) -> dict[str, Any]:
-    from wtpy.runtime import _worker
+    from wtpy.sandbox import _worker
 
     frame = {"id": 1, "op": "run", "key": textwrap.dedent(code), "code": textwrap.dedent(code),
              "args": CC_ARGS, "order": CC_ORDER, "limits": {"cpu_seconds": None}}  # fmt: skip
@@ -568,7 +569,8 @@ def test_no_other_allowed_module_reaches_random_state() -> None:
     import re
     import types
 
-    from wtpy.runtime._policy import _VIEWS, ALLOWED_MODULES, RANDOM_STATE_MODULES, guarded_getattr
+    from wtpy.sandbox._hook import ALLOWED_MODULES, RANDOM_STATE_MODULES
+    from wtpy.sandbox._rp_guards import _VIEWS, guarded_getattr
 
     assert RANDOM_STATE_MODULES <= ALLOWED_MODULES
     others = {
@@ -845,7 +847,7 @@ def test_an_internal_error_is_answered_even_when_stderr_is_a_file(tmp_path: Path
     """A bug in the worker (here: a patched _run) answers an error and asks to be replaced,
     also when its stderr is a regular file it may not write (RLIMIT_FSIZE is 0)."""
     launcher = (
-        "import sys, wtpy.runtime._worker as w\n"
+        "import sys, wtpy.sandbox._worker as w\n"
         "def broken(self, job):\n    raise ZeroDivisionError('worker bug')\n"
         "w.Worker._run = broken\nsys.exit(w.main())\n"
     )
@@ -915,3 +917,19 @@ def test_lone_surrogates_in_logs_and_errors_do_not_kill_the_worker(worker: Worke
     raised = worker.run("def hook(client, scope, audience, context):\n    raise ValueError('y' + chr(0xdfff))\n")
     assert raised["ok"] is False and raised["error"]["message"] == "y?"
     assert worker.alive()
+
+
+def test_the_zygote_imports_no_web_stack() -> None:
+    """Starting the zygote (and so every worker forked from it) loads the sandbox package
+    only: not the server (wtpy.runtime/server/storage), its web stack, nor the pool's side."""
+    probe = (
+        "import sys, wtpy.sandbox._zygote\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'starlette', 'uvicorn', 'httpx', 'asyncio', 'ssl', 'wtpy'})))"
+    )
+    loaded = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True, check=True)
+    modules = set(loaded.stdout.split())
+    assert "wtpy.sandbox._zygote" in modules and "wtpy.sandbox._worker" in modules
+    assert {m for m in modules if m.split(".")[0] != "wtpy"} == set(), modules
+    assert {m for m in modules if not (m == "wtpy" or m.startswith("wtpy.sandbox"))} == set(), modules
+    assert "wtpy.sandbox._pool" not in modules and "wtpy.sandbox._procs" not in modules

@@ -1,7 +1,7 @@
 """The OS layer of the sandbox: what a worker process does to itself before any hook runs.
 
-It assumes the language layer (RestrictedPython, `_policy.py`) has already fallen and the
-attacker runs arbitrary Python in the worker. After `enter()` that process:
+It assumes the language layer (RestrictedPython: `_rp_compile.py`, `_rp_guards.py`) has already
+fallen and the attacker runs arbitrary Python in the worker. After `enter()` that process:
 
 * has its own user, mount, PID, network, IPC, UTS and cgroup namespaces: it is PID 1 of a
   namespace of its own (it cannot name, signal or ptrace any other process), and its

@@ -42,8 +42,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 from ._procs import ExecLauncher, Launcher, WorkerProc, ZygoteLauncher
-from ._protocol import FrameError, encode
+from ._protocol import RESULT, FrameError, encode, frame
 
 __all__ = [
     "ArgumentsNotEncodable", "JobResult", "OsSandboxUnavailable", "PoolClosedError", "WorkerPool",
@@ -84,11 +86,21 @@ def _pass_on_logs(frame: dict[str, Any], job_id: int, on_logs: LogsCallback | No
 @dataclass(slots=True)
 class JobResult:
     outcome: Literal["success", "error", "timeout", "killed"]
-    result: Any = None
-    has_result: bool = False
+    # The hook's result as JSON text, as the worker's orjson wrote it (the pool never parses
+    # it: callers splice it into their answer); None when the hook returned nothing.
+    result_json: bytes | None = None
     error: dict[str, Any] | None = None
     logs: list[dict[str, Any]] = field(default_factory=list)
     duration_ms: float = 0.0
+
+    @property
+    def has_result(self) -> bool:
+        return self.result_json is not None
+
+    @property
+    def result(self) -> Any:
+        """The result's value (parsed on every read); None when there is none."""
+        return None if self.result_json is None else orjson.loads(self.result_json)
 
 
 class ArgumentsNotEncodable(TypeError):
@@ -111,8 +123,15 @@ class _ProtocolViolation(Exception):
     """The worker sent a well-formed frame that makes no sense here."""
 
 
-# Kept for the tests of frame cutting: the transport-agnostic reader.
-_Proc = WorkerProc
+_NO_CODE = b'"code":null}'
+
+
+def _with_code(request: bytes, code: str) -> bytes:
+    """The run frame `request` (sent with code null) again, with `code`: its encoded
+    arguments reused as they are. `code` is the frame's last field, so this is a splice."""
+    payload = memoryview(request)[4:]
+    assert payload[-len(_NO_CODE) :] == _NO_CODE
+    return frame(b"".join((payload[: -len(b"null}")], orjson.dumps(code), b"}")))
 
 
 class _Worker:
@@ -312,7 +331,6 @@ class WorkerPool:
             "id": job_id,
             "op": "run",
             "key": key,
-            "code": None if key in worker.keys else code,
             "filename": filename,
             "args": args,
             "order": order,
@@ -321,9 +339,10 @@ class WorkerPool:
                 "max_log_lines": self._max_log_lines,
                 "max_log_bytes": self._max_log_bytes,
             },
+            "code": None if key in worker.keys else code,  # last: see _with_code
         }
         try:
-            frame = encode(message)
+            request = encode(message)
         except TypeError as exc:  # nothing was sent
             self._release(worker)
             raise ArgumentsNotEncodable(str(exc)) from None
@@ -336,13 +355,12 @@ class WorkerPool:
         worker.keys.add(key)
         self._watch_deadline(proc, deadline)
         try:
-            proc.write(frame)
+            proc.write(request)
             reply = await proc.read()
             if reply.get("need_code") is True and reply.get("id") == job_id:
                 if message["code"] is not None:
                     raise _ProtocolViolation("need_code although code was sent")
-                message["code"] = code
-                proc.write(encode(message))
+                proc.write(_with_code(request, code))
                 reply = await proc.read()
             while reply.get("op") == "logs":  # lines of a hook still running
                 _pass_on_logs(reply, job_id, on_logs)
@@ -380,14 +398,8 @@ class WorkerPool:
         self._finish(worker, reply)
         logs = reply.get("logs") or []
         if reply.get("ok") is True:
-            has_result = "result" in reply
-            return JobResult(
-                "success",
-                result=reply["result"] if has_result else None,
-                has_result=has_result,
-                logs=logs,
-                duration_ms=duration,
-            )
+            # The frame's tail, as bytes (see _protocol): passed on as the worker wrote it.
+            return JobResult("success", result_json=reply.get(RESULT), logs=logs, duration_ms=duration)
         error = reply.get("error")
         if not isinstance(error, dict):
             error = {"name": "Error", "message": "The hook failed without an error description"}

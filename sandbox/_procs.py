@@ -60,7 +60,7 @@ class WorkerProc:
         buffer = self._buffer
         if not buffer and 4 <= len(data) <= 4 + MAX_FRAME_BYTES and len(data) == 4 + int.from_bytes(data[:4], "big"):
             # The usual case: one whole reply in one read; decoded without a copy.
-            self._accept(len(data) - 4, memoryview(data)[4:])
+            self._accept(len(data) - 4, data, 4)
             self._wake()
             return
         buffer += data
@@ -78,7 +78,7 @@ class WorkerProc:
                 break
         self._wake()
 
-    def _accept(self, length: int, payload: bytes | memoryview) -> bool:
+    def _accept(self, length: int, payload: bytes | bytearray, start: int = 0) -> bool:
         """Queue one frame; False (and the stream broken) when it cannot be accepted."""
         # The pool asks for one reply at a time: a worker that sends more than a frame's
         # worth nobody has read yet is broken (or hostile); stop buffering its output.
@@ -87,7 +87,7 @@ class WorkerProc:
             self._break(FrameError("the worker sent frames nobody asked for"))
             return False
         try:
-            self._frames.append((length, decode(payload)))
+            self._frames.append((length, decode(payload, start)))
         except FrameError as exc:
             self._break(exc)
             return False
@@ -311,7 +311,7 @@ class ZygoteError(RuntimeError):
     """The zygote could not fork a worker (or is gone)."""
 
 
-DEFAULT_ZYGOTE_ARGV: tuple[str, ...] = (sys.executable, "-I", "-m", "wtpy.runtime._zygote")
+DEFAULT_ZYGOTE_ARGV: tuple[str, ...] = (sys.executable, "-I", "-m", "wtpy.sandbox._zygote")
 
 
 class ZygoteLauncher:

@@ -1,6 +1,6 @@
 """The zygote: a pristine template process that forks one sandboxed worker per request.
 
-`python -I -m wtpy.runtime._zygote [--no-os-sandbox] [--uid-base N] [--control-fd FD]`, started by the pool
+`python -I -m wtpy.sandbox._zygote [--no-os-sandbox] [--uid-base N] [--control-fd FD]`, started by the pool
 with a minimal environment, stdin on /dev/null, stdout on stderr, and a SOCK_SEQPACKET control
 socket on --control-fd (default 3). It imports everything a hook may use (the allowed modules, every codec,
 `_strptime`, libseccomp) and then never runs hook code itself. On each request it forks a
