@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from wtpy.compilers import Compiler, HookRequest, WebtaskContext, error_envelope, get_compiler
 from wtpy.compilers._body import node_headers
+from wtpy.storage import Webtask
 
 from ._api import MIN_TIMEOUT, TIMEOUT_META
 from ._http import ApiError, api_error_body, check_declared_length, too_large, where_raised
@@ -24,7 +25,6 @@ from ._logs import REQUEST_ID_HEADER, envelope_error, new_request_id
 from ._names import valid_name
 from ._pool import ArgumentsNotEncodable
 from ._runtime import Runtime
-from ._store import Webtask
 
 __all__ = ["INVOKE_PREFIX", "METHODS", "Invoker"]
 

@@ -19,9 +19,7 @@ from conftest import CC_BODY, SAMPLES, WtpyServer, cc_meta
 
 from wtpy.cli import cli
 from wtpy.cli._tokens import parse_expiry
-from wtpy.runtime._crypto import SecretBox
 from wtpy.runtime._http import ApiError
-from wtpy.runtime._store import SCHEMA_VERSION, Store, StoredToken
 from wtpy.runtime._tokens import (
     Principal,
     TokenRegistry,
@@ -31,6 +29,14 @@ from wtpy.runtime._tokens import (
     parse_time,
     token_status,
     token_view,
+)
+from wtpy.storage import (
+    SCHEMA_VERSION,
+    SealedStorage,
+    SecretBox,
+    SqliteBackend,
+    StoredToken,
+    TokenExists,
 )
 
 ADMIN = "wtpy_admin-token-for-unit-tests"
@@ -165,16 +171,17 @@ def test_store_keeps_tokens_hashed_and_revokes_once(tmp_path: Path) -> None:
     box = SecretBox.from_data_dir(tmp_path, env={})
     db = tmp_path / "wtpy.sqlite3"
     token_id, token = new_scoped_token()
-    with Store(db, box) as store:
+    with SealedStorage(SqliteBackend(db), box) as store:
         store.add_token(row(token, token_id, description="ci deploys"))
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(TokenExists):
             store.add_token(row(token, token_id))
         first = store.revoke_token(token_id, "2030-01-01T00:00:00Z")
         again = store.revoke_token(token_id, "2031-01-01T00:00:00Z")
         assert first is not None and again is not None
         assert first.revoked_at == again.revoked_at == "2030-01-01T00:00:00Z"
         assert store.revoke_token("0" * 16, "2030-01-01T00:00:00Z") is None
-        assert [t.id for t in store.tokens()] == [token_id]
+        assert [t.id for t in store.list_tokens()] == [token_id]
+        assert store.get_token(token_id) == first and store.get_token("0" * 16) is None
     on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("wtpy.sqlite3*"))
     assert token.encode() not in on_disk and token.split("_")[-1].encode() not in on_disk
     assert hash_token(token).encode() in on_disk  # sanity: we looked at the right bytes
@@ -183,18 +190,20 @@ def test_store_keeps_tokens_hashed_and_revokes_once(tmp_path: Path) -> None:
 def test_migration_from_schema_1_keeps_webtasks(tmp_path: Path) -> None:
     box = SecretBox.from_data_dir(tmp_path, env={})
     db = tmp_path / "wtpy.sqlite3"
-    with Store(db, box) as store:
+    with SealedStorage(SqliteBackend(db), box) as store:
         store.put("default", "keep", HOOK, {"a": "b"}, {"s": "v"})
     raw = sqlite3.connect(db)
+    raw.execute("DROP TABLE changes")
+    raw.execute("DELETE FROM sqlite_sequence WHERE name = 'changes'")
     raw.execute("DROP TABLE tokens")
     raw.execute("PRAGMA user_version = 1")
     raw.commit()
     raw.close()
-    with Store(db, box) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+    with SealedStorage(SqliteBackend(db), box) as store:
+        assert store.backend.schema_version == SCHEMA_VERSION == 3  # type: ignore[attr-defined]
         kept = store.get("default", "keep")
         assert kept is not None and kept.secrets == {"s": "v"} and kept.meta == {"a": "b"}
-        assert store.tokens() == []
+        assert store.list_tokens() == []
 
 
 # --- e2e: the API ----------------------------------------------------------------------------
