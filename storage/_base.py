@@ -44,7 +44,6 @@ __all__ = [
     "SealedWebtaskStore",
     "Storage",
     "StorageError",
-    "StoreError",
     "StoredToken",
     "TokenExists",
     "TokenStore",
@@ -56,9 +55,6 @@ __all__ = [
 
 class StorageError(Exception):
     """The storage cannot be used (closed, newer schema, corrupt record)."""
-
-
-StoreError = StorageError  # the name before the storage package
 
 
 class VersionConflict(StorageError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -88,6 +89,37 @@ def test_a_revocation_by_one_server_reaches_the_other(tmp_path: Path, shared_key
             with pytest.raises(ApiError, match="revoked") as info:
                 two.tokens.authenticate(token, two.admin_token)
             assert info.value.status == 401
+
+    asyncio.run(scenario())
+
+
+_REVOKER = """
+import sys
+from wtpy.storage import SecretBox, open_storage
+
+with open_storage(sys.argv[1], SecretBox.from_data_dir(sys.argv[2])) as storage:
+    print(storage.revoke_token(sys.argv[3], "2030-01-01T00:00:00Z").revoked_at)
+"""
+
+
+def test_a_revocation_by_another_process_is_seen_on_the_next_check(
+    tmp_path: Path, shared_key: None
+) -> None:
+    database = f"sqlite://{tmp_path / 'shared.sqlite3'}"
+
+    async def scenario() -> None:
+        async with running(tmp_path / "server", database=database, sync_interval=3600) as server:
+            token, row = await server.create_token("acme", "rule", "", None)
+            assert server.tokens.authenticate(token, server.admin_token).name == "rule"
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _REVOKER, database, str(tmp_path / "other"), row.id,
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, _ = await child.communicate()
+            assert child.returncode == 0 and out.decode().strip() == "2030-01-01T00:00:00Z"
+            await server.sync()
+            with pytest.raises(ApiError, match="revoked at 2030-01-01T00:00:00Z"):
+                server.tokens.authenticate(token, server.admin_token)
 
     asyncio.run(scenario())
 

@@ -34,7 +34,7 @@ from wtpy.storage import (
     SecretBox,
     SecretsError,
     SqliteBackend,
-    StoreError,
+    StorageError,
     Webtask,
     generate_key,
 )
@@ -361,7 +361,7 @@ def test_corrupt_meta_is_a_store_error(tmp_path: Path, box: SecretBox) -> None:
     raw.close()
     with sqlite_store(db, box) as store:
         for name in ("a", "b"):
-            with pytest.raises(StoreError, match="meta is corrupt"):
+            with pytest.raises(StorageError, match="meta is corrupt"):
                 store.get("c", name)
 
 
@@ -392,7 +392,7 @@ def test_newer_schema_is_refused(tmp_path: Path, box: SecretBox) -> None:
     raw = sqlite3.connect(db)
     raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     raw.close()
-    with pytest.raises(StoreError, match="newer"):
+    with pytest.raises(StorageError, match="newer"):
         sqlite_store(db, box)
 
 
@@ -400,9 +400,9 @@ def test_closed_store_raises(tmp_path: Path, box: SecretBox) -> None:
     store = sqlite_store(tmp_path / "wtpy.sqlite3", box)
     store.close()
     store.close()  # idempotent
-    with pytest.raises(StoreError, match="closed"):
+    with pytest.raises(StorageError, match="closed"):
         store.get("c", "n")
-    with pytest.raises(StoreError, match="closed"):
+    with pytest.raises(StorageError, match="closed"):
         store.put("c", "n", CODE, {}, {})
 
 
