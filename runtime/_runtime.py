@@ -223,7 +223,10 @@ class Runtime:
     async def delete(self, container: str, name: str) -> bool:
         async with self._write_lock:
             self._invalidate((container, name))
-            return await asyncio.to_thread(self.storage.delete, container, name)
+            try:
+                return await asyncio.to_thread(self.storage.delete, container, name)
+            finally:
+                self._invalidate((container, name))  # a read that overlapped it does not cache
 
     async def _put(
         self,
@@ -241,5 +244,6 @@ class Runtime:
             partial(self.storage.put, expected_version=expected_version),
             container, name, code, meta, secrets,
         )  # fmt: skip
+        self._invalidate((container, name))  # a read that overlapped the write does not cache
         self._cache[(container, name)] = webtask
         return webtask, created

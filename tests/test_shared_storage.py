@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -156,6 +157,46 @@ def test_webtask_writes_reach_the_other_servers_cache(tmp_path: Path, shared_key
                 return await two.get("acme", "rule") is None
 
             await _eventually(deleted)
+
+    asyncio.run(scenario())
+
+
+def test_a_read_that_overlaps_a_write_does_not_cache_the_old_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        async with running(tmp_path, database="memory://") as runtime:
+            await runtime.put("acme", "rule", HOOK, cc_meta(), {"s": "v1"})
+            await runtime.sync()  # its own write comes back through the feed: not cached now
+            assert runtime.cached("acme", "rule") is None
+            storage = runtime.storage
+            writing, write, read, answer = (threading.Event() for _ in range(4))
+            real_put, real_get = storage.put, storage.get
+
+            def slow_put(*args: Any, **kwargs: Any) -> Any:
+                writing.set()
+                write.wait(10)
+                return real_put(*args, **kwargs)
+
+            def slow_get(container: str, name: str) -> Any:
+                webtask = real_get(container, name)
+                read.set()
+                answer.wait(10)
+                return webtask
+
+            monkeypatch.setattr(storage, "put", slow_put)
+            monkeypatch.setattr(storage, "get", slow_get)
+            writer = asyncio.create_task(runtime.put("acme", "rule", HOOK, cc_meta(), {"s": "v2"}))
+            await asyncio.to_thread(writing.wait, 10)
+            reader = asyncio.create_task(runtime.get("acme", "rule"))  # reads v1 ...
+            await asyncio.to_thread(read.wait, 10)
+            write.set()
+            await writer  # ... v2 is written and cached ...
+            answer.set()
+            old = await reader  # ... and then the read of v1 returns
+            assert old is not None and old.secrets == {"s": "v1"}
+            cached = runtime.cached("acme", "rule")
+            assert cached is not None and cached.secrets == {"s": "v2"}
 
     asyncio.run(scenario())
 
