@@ -112,42 +112,56 @@ def _utcnow() -> str:
 class SqliteBackend:
     """SQLite (WAL, synchronous=FULL). Thread-safe.
 
-    One connection serialised by a lock: every call is a short primary-key or container
-    scan, and sealing/opening happens outside (in the sealing layer). (datasette's model,
-    one write thread behind an async facade, would suit an async interface; this one is
-    synchronous and the runtime calls it from worker threads.)
+    Two connections, each behind its own lock, after datasette (datasette/database.py):
+    one writes (so writes are serialised, as SQLite does anyway), one reads, so a read
+    never waits for a write's fsync (WAL readers see the last commit). Every call is a
+    short primary-key or container scan, and sealing/opening happens outside (in the
+    sealing layer). datasette also moves the writes onto a thread of their own behind an
+    async facade; this interface is synchronous and the runtime calls it from threads.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
         # Create the file private before SQLite does (it would use the umask); SQLite gives
         # the -wal and -shm files the database file's mode.
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        conn = self._connect()
+        try:
+            self._migrate(conn)
+            reader = self._connect()
+        except BaseException:
+            conn.close()
+            raise
+        self._conn: sqlite3.Connection | None = conn
+        self._reader: sqlite3.Connection | None = reader
+
+    def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             str(self.path),
             timeout=BUSY_TIMEOUT_MS / 1000,
             isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-            check_same_thread=False,  # guarded by self._lock
+            check_same_thread=False,  # guarded by a lock
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL").fetchone()
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate(conn)
         except BaseException:
             conn.close()
             raise
-        self._conn: sqlite3.Connection | None = conn
+        return conn
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+        with self._write_lock, self._read_lock:
+            for conn in (self._reader, self._conn):  # the writer last: it checkpoints the WAL
+                if conn is not None:
+                    conn.close()
+            self._conn = self._reader = None
 
     def __enter__(self) -> SqliteBackend:
         return self
@@ -159,13 +173,21 @@ class SqliteBackend:
 
     @property
     def schema_version(self) -> int:
-        with self._lock:
-            return int(self._db().execute("PRAGMA user_version").fetchone()[0])
+        with self._read() as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
     def _db(self) -> sqlite3.Connection:
+        """The write connection (call with the write lock held)."""
         if self._conn is None:
             raise StorageError("the store is closed")
         return self._conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._read_lock:
+            if self._reader is None:
+                raise StorageError("the store is closed")
+            yield self._reader
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -190,8 +212,8 @@ class SqliteBackend:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One BEGIN IMMEDIATE ... COMMIT transaction under the lock."""
-        with self._lock:
+        """One BEGIN IMMEDIATE ... COMMIT transaction under the write lock."""
+        with self._write_lock:
             conn = self._db()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -259,47 +281,36 @@ class SqliteBackend:
             return cursor.rowcount > 0
 
     def get_sealed(self, container: str, name: str) -> SealedWebtask | None:
-        with self._lock:
-            row = (
-                self._db()
-                .execute(
-                    f"SELECT {_COLUMNS} FROM webtasks WHERE container = ? AND name = ?",
-                    (container, name),
-                )
-                .fetchone()
-            )
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM webtasks WHERE container = ? AND name = ?",
+                (container, name),
+            ).fetchone()
         return None if row is None else self._decode(row)
 
     def list_sealed(self, container: str, meta_filter: Mapping[str, str]) -> list[SealedWebtask]:
-        with self._lock:
-            rows = (
-                self._db()
-                .execute(
-                    f"SELECT {_COLUMNS} FROM webtasks WHERE container = ? ORDER BY name",
-                    (container,),
-                )
-                .fetchall()
-            )
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM webtasks WHERE container = ? ORDER BY name", (container,)
+            ).fetchall()
         found = (self._decode(row) for row in rows)
         return [webtask for webtask in found if may_match(webtask.content.meta, meta_filter)]
 
     def count(self, container: str | None = None) -> int:
         """Number of webtasks, in one container or in all."""
-        with self._lock:
+        with self._read() as conn:
             if container is None:
-                row = self._db().execute("SELECT COUNT(*) FROM webtasks").fetchone()
+                row = conn.execute("SELECT COUNT(*) FROM webtasks").fetchone()
             else:
-                row = (
-                    self._db()
-                    .execute("SELECT COUNT(*) FROM webtasks WHERE container = ?", (container,))
-                    .fetchone()
-                )
+                row = conn.execute(
+                    "SELECT COUNT(*) FROM webtasks WHERE container = ?", (container,)
+                ).fetchone()
         return int(row[0])
 
     def containers(self) -> list[str]:
         """Containers holding at least one webtask, sorted."""
-        with self._lock:
-            rows = self._db().execute("SELECT DISTINCT container FROM webtasks ORDER BY container")
+        with self._read() as conn:
+            rows = conn.execute("SELECT DISTINCT container FROM webtasks ORDER BY container")
             return [str(row[0]) for row in rows]
 
     # -- management tokens -----------------------------------------------------------------
@@ -317,12 +328,10 @@ class SqliteBackend:
             raise TokenExists(f"token id {token.id!r} exists") from None
 
     def get_token(self, token_id: str) -> StoredToken | None:
-        with self._lock:
-            row = (
-                self._db()
-                .execute(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE id = ?", (token_id,))
-                .fetchone()
-            )
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE id = ?", (token_id,)
+            ).fetchone()
         return None if row is None else StoredToken(*row)
 
     def revoke_token(self, token_id: str, revoked_at: str) -> StoredToken | None:
@@ -339,8 +348,8 @@ class SqliteBackend:
         return None if row is None else StoredToken(*row)
 
     def list_tokens(self) -> list[StoredToken]:
-        with self._lock:
-            rows = self._db().execute(
+        with self._read() as conn:
+            rows = conn.execute(
                 f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
             ).fetchall()
         return [StoredToken(*row) for row in rows]
@@ -348,13 +357,12 @@ class SqliteBackend:
     # -- change feed -------------------------------------------------------------------------
 
     def change_cursor(self) -> int:
-        with self._lock:
-            row = self._db().execute("SELECT MAX(seq) FROM changes").fetchone()
+        with self._read() as conn:
+            row = conn.execute("SELECT MAX(seq) FROM changes").fetchone()
         return int(row[0] or 0)
 
     def changes_since(self, cursor: int, limit: int = 1000) -> ChangeBatch:
-        with self._lock:
-            conn = self._db()
+        with self._read() as conn:
             # One read transaction: the bounds and the rows come from the same snapshot.
             conn.execute("BEGIN")
             try:

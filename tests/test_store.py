@@ -386,6 +386,16 @@ def test_schema_version_and_pragmas(tmp_path: Path, box: SecretBox) -> None:
         assert store.backend.schema_version == SCHEMA_VERSION  # type: ignore[attr-defined]
 
 
+def test_reads_do_not_wait_for_a_write(tmp_path: Path, box: SecretBox) -> None:
+    backend = SqliteBackend(tmp_path / "wtpy.sqlite3")
+    with SealedStorage(backend, box) as store:
+        store.put("c", "n", CODE, {}, {"k": "v"})
+        with backend._write() as conn:  # a write in progress: lock held, transaction open
+            conn.execute("UPDATE webtasks SET code = 'uncommitted'")
+            assert store.get("c", "n").code == CODE  # type: ignore[union-attr]  # the last commit
+        assert store.get("c", "n").code == "uncommitted"  # type: ignore[union-attr]
+
+
 def test_newer_schema_is_refused(tmp_path: Path, box: SecretBox) -> None:
     db = tmp_path / "wtpy.sqlite3"
     sqlite_store(db, box).close()
