@@ -520,7 +520,7 @@ def test_kill_9_keeps_every_acknowledged_write(tmp_path: Path, kill_after: int) 
     in_flight = last + 1  # the only write that may have committed without an ack
 
     with sqlite_store(tmp_path / "wtpy.sqlite3", SecretBox.from_data_dir(tmp_path, env={})) as store:
-        assert store.backend._db().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert store.backend._db().execute("PRAGMA integrity_check").fetchone()[0] == "ok"  # type: ignore[attr-defined]
         rows = store.list("default")  # every row decrypts
         assert len(rows) in (min(names, last + 1), min(names, in_flight + 1))
         by_name = {w.name: w for w in rows}
