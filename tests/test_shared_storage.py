@@ -15,13 +15,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
-from conftest import cc_meta
+from conftest import CC_BODY, WtpyServer, cc_meta
 
-from wtpy.runtime import Runtime, Settings, create_app
-from wtpy.runtime._http import ApiError
+from wtpy.runtime import Runtime, Settings
 from wtpy.runtime._tokens import hash_token, new_scoped_token
 from wtpy.storage import (
     ENV_KEY,
@@ -34,7 +32,10 @@ from wtpy.storage import (
     parse_database_url,
 )
 
-HOOK = "def hook(client, scope, audience, context):\n    return {'ok': True}\n"
+HOOK = (
+    "def hook(client, scope, audience, context):\n"
+    "    return {'secret': context['webtask']['secrets'].get('auth0-extension-secret')}\n"
+)
 
 
 class _NoPool:
@@ -79,7 +80,7 @@ def test_a_revocation_by_one_server_reaches_the_other(tmp_path: Path, shared_key
             running(tmp_path / "two", database=database, sync_interval=3600) as two,
         ):
             token, row = await one.create_token("acme", None, "", None)
-            with pytest.raises(ApiError):  # not seen yet: two has not read the feed
+            with pytest.raises(Exception, match="not a valid"):  # two has not read the feed yet
                 two.tokens.authenticate(token, two.admin_token)
             await two.sync()
             assert two.tokens.authenticate(token, two.admin_token).container == "acme"
@@ -87,9 +88,8 @@ def test_a_revocation_by_one_server_reaches_the_other(tmp_path: Path, shared_key
             await one.revoke_token(row.id)
             assert two.tokens.authenticate(token, two.admin_token).container == "acme"  # cached
             await two.sync()  # the next check
-            with pytest.raises(ApiError, match="revoked") as info:
+            with pytest.raises(Exception, match=f"id {row.id}\\) was revoked"):
                 two.tokens.authenticate(token, two.admin_token)
-            assert info.value.status == 401
 
     asyncio.run(scenario())
 
@@ -119,7 +119,7 @@ def test_a_revocation_by_another_process_is_seen_on_the_next_check(
             out, _ = await child.communicate()
             assert child.returncode == 0 and out.decode().strip() == "2030-01-01T00:00:00Z"
             await server.sync()
-            with pytest.raises(ApiError, match="revoked at 2030-01-01T00:00:00Z"):
+            with pytest.raises(Exception, match="revoked at 2030-01-01T00:00:00Z"):
                 server.tokens.authenticate(token, server.admin_token)
 
     asyncio.run(scenario())
@@ -306,39 +306,29 @@ def _old_data_dir(data_dir: Path) -> tuple[str, str]:
     return token, token_id
 
 
-def test_a_schema_2_data_dir_opens_and_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_KEY, raising=False)
-    monkeypatch.delenv("WTPY_DATABASE_URL", raising=False)
+def test_a_schema_2_data_dir_opens_and_serves(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     token, token_id = _old_data_dir(data_dir)
-    settings = Settings(data_dir=data_dir, announce_token=False, workers=1)
-    runtime = Runtime(settings)
-    runtime.pool = _NoPool()  # type: ignore[assignment]
-    app = create_app(settings, runtime)
-
-    async def scenario() -> None:
-        await runtime.start()
-        try:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://wtpy") as client:
-                scoped = {"authorization": f"Bearer {token}"}
-                view = (await client.get("/api/webtask/default/keep?decrypt=1", headers=scoped)).json()
-                assert view["secrets"] == {"auth0-extension-secret": "s3cret"}
-                assert view["meta"] == cc_meta(secret="s3cret") and view["version"] == 4
-                assert view["created_at"] == "2026-01-01T00:00:00Z"
-                admin = {"authorization": f"Bearer {runtime.admin_token}"}
-                listed = (await client.get("/api/tokens", headers=admin)).json()
-                assert [(t["id"], t["status"]) for t in listed] == [(token_id, "active")]
-                put = await client.put("/api/webtask/default/keep", headers=scoped,
-                                       json={"code": HOOK, "meta": cc_meta()})  # fmt: skip
-                assert put.status_code == 200 and put.json()["version"] == 5
-                assert (await client.delete(f"/api/tokens/{token_id}", headers=admin)).status_code == 204
-                refused = await client.get("/api/webtask/default/keep", headers=scoped)
-                assert refused.status_code == 401
-        finally:
-            await runtime.close()
-
-    asyncio.run(scenario())
+    server = WtpyServer(data_dir)
+    server.start()
+    try:
+        scoped = {"Authorization": f"Bearer {token}"}
+        with server.client() as admin:
+            view = admin.get("/api/webtask/default/keep", params={"decrypt": 1}, headers=scoped).json()
+            assert view["secrets"] == {"auth0-extension-secret": "s3cret"}
+            assert view["meta"] == cc_meta(secret="s3cret") and view["version"] == 4
+            assert view["created_at"] == "2026-01-01T00:00:00Z"
+            envelope = server.run("keep", CC_BODY, secret="s3cret").json()
+            assert envelope["status"] == "success" and envelope["data"] == {"secret": "s3cret"}, envelope
+            listed = admin.get("/api/tokens").json()
+            assert [(t["id"], t["status"]) for t in listed] == [(token_id, "active")]
+            put = admin.put("/api/webtask/default/keep", headers=scoped,
+                            json={"code": HOOK, "meta": cc_meta(secret="s3cret")})  # fmt: skip
+            assert put.status_code == 200 and put.json()["version"] == 5
+            assert admin.delete(f"/api/tokens/{token_id}").status_code == 204
+            assert admin.get("/api/webtask/default/keep", headers=scoped).status_code == 401
+    finally:
+        server.stop()
     raw = sqlite3.connect(data_dir / "wtpy.sqlite3")
     assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     kinds = [kind for (kind,) in raw.execute("SELECT kind FROM changes ORDER BY seq")]
