@@ -13,7 +13,7 @@ It drives both with `wrk` (a Lua POST script) when installed, else with bench/lo
 (raw asyncio keep-alive sockets in a separate process), at each concurrency, and prints
 requests/s, p50 and p99 per server and the ratio wtpy/floor. Then: first call after
 create (cold compile) against warm calls, invocation with 1,000 and 100,000 stored
-webtasks (inserted through the Store API before the server starts), and the RSS of the
+webtasks (inserted through the storage API before the server starts), and the RSS of the
 server and of each sandbox worker (from /proc).
 
 The many-tenant run (`--tenants N`, default 1,000; 200 with --quick; 0 skips it) deploys
@@ -549,14 +549,14 @@ def cold_vs_warm(port: int, token: str, secret: str, workers: int, rounds: int, 
 
 
 def populate(data_dir: Path, count: int, secret: str) -> float:
-    """Insert `count` copies of the sample rule through the Store API (server not running)."""
-    from wtpy.runtime._crypto import SecretBox
-    from wtpy.runtime._store import Store
+    """Insert `count` copies of the sample rule through the storage API (server not running)."""
+    from wtpy.storage import SecretBox, default_database_url, open_storage
 
     data_dir.mkdir(parents=True, mode=0o700)
     code = SAMPLE.read_text()
     started = time.perf_counter()
-    with Store(data_dir / "wtpy.sqlite3", SecretBox.from_data_dir(data_dir)) as store:
+    box = SecretBox.from_data_dir(data_dir)
+    with open_storage(default_database_url(data_dir), box) as store:
         for index in range(count):
             store.put(CONTAINER, f"rule-{index:06d}", code, rule_meta(secret),
                       {"auth0-extension-secret": secret})  # fmt: skip

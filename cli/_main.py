@@ -369,6 +369,12 @@ cli.add_lazy_command("tokenserver", "wtpy.tokenserver:command")  # reference OAu
     "else $XDG_DATA_HOME/wtpy, else ~/.local/share/wtpy.",
 )
 @click.option(
+    "--database",
+    envvar="WTPY_DATABASE_URL",
+    help="Where webtasks and tokens live: sqlite:///ABSOLUTE/PATH or memory:// (nothing "
+    "kept). Default: DATA_DIR/wtpy.sqlite3. Also $WTPY_DATABASE_URL.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     help="Sandbox worker processes (default: the number of CPUs plus one, at least 2).",
@@ -379,14 +385,24 @@ cli.add_lazy_command("tokenserver", "wtpy.tokenserver:command")  # reference OAu
     help="Development only: run hooks without the OS sandbox (namespaces, seccomp, uid per "
     "worker) where it cannot be set up; logged loudly. Also $WTPY_UNSAFE_NO_OS_SANDBOX=1.",
 )
-def serve(host: str, port: int, data_dir: Path | None, workers: int | None, unsafe_no_os_sandbox: bool) -> None:
+def serve(
+    host: str, port: int, data_dir: Path | None, database: str | None, workers: int | None,
+    unsafe_no_os_sandbox: bool,
+) -> None:  # fmt: skip
     """Run the wtpy runtime server in the foreground.
 
     On first start the admin token is printed once; it is kept in DATA_DIR/admin.token.
     """
     from wtpy.runtime import serve as run_server
+    from wtpy.storage import StorageError, parse_database_url
 
     extra: dict[str, object] = {"os_sandbox": False} if unsafe_no_os_sandbox else {}
+    if database:
+        try:
+            parse_database_url(database)
+        except StorageError as exc:
+            raise CliError(f"--database: {exc}") from None
+        extra["database"] = database
     run_server(
         host=host,
         port=port,

@@ -10,12 +10,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from wtpy.compilers import compiler_names, get_compiler
+from wtpy.storage import Webtask
 
 from ._auth import bearer_token
 from ._http import ApiError, error_response, json_response, read_json_object
 from ._names import MAX_CODE_BYTES, valid_name
 from ._runtime import Runtime, merge_patch
-from ._store import Webtask
 from ._tokens import (
     MAX_DESCRIPTION_CHARS,
     MAX_EXPIRES_IN,

@@ -7,7 +7,7 @@ import re
 import secrets
 from pathlib import Path
 
-from ._datadir import ensure_data_dir, read_or_create_file
+from wtpy.files import ensure_data_dir, read_or_create_file
 
 __all__ = [
     "ADMIN_TOKEN_FILE",

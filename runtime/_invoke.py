@@ -19,13 +19,13 @@ from starlette.types import Receive, Scope, Send
 from wtpy.compilers import Compiler, HookRequest, WebtaskContext, error_envelope, get_compiler
 from wtpy.compilers._body import node_headers
 from wtpy.sandbox import ArgumentsNotEncodable
+from wtpy.storage import Webtask
 
 from ._api import MIN_TIMEOUT, TIMEOUT_META
 from ._http import ApiError, api_error_body, check_declared_length, too_large, where_raised
 from ._logs import REQUEST_ID_HEADER, envelope_error, new_request_id
 from ._names import valid_name
 from ._runtime import Runtime
-from ._store import Webtask
 
 __all__ = ["INVOKE_PREFIX", "METHODS", "Invoker"]
 

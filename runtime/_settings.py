@@ -6,7 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Settings", "default_data_dir"]
+from wtpy.storage import default_database_url
+
+__all__ = ["DATABASE_URL_ENV", "Settings", "default_data_dir"]
 
 
 def default_data_dir(env: os._Environ[str] | dict[str, str] = os.environ) -> Path:
@@ -17,6 +19,11 @@ def default_data_dir(env: os._Environ[str] | dict[str, str] = os.environ) -> Pat
 
 
 UNSAFE_NO_OS_SANDBOX_ENV = "WTPY_UNSAFE_NO_OS_SANDBOX"
+DATABASE_URL_ENV = "WTPY_DATABASE_URL"
+
+
+def _database_default() -> str | None:
+    return os.environ.get(DATABASE_URL_ENV, "").strip() or None
 
 
 def _os_sandbox_default() -> bool:
@@ -33,6 +40,12 @@ def _default_workers() -> int:
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
+    # Where webtasks and tokens live (wtpy.storage.open_storage): None means the SQLite
+    # file in the data dir; else sqlite:///ABSOLUTE/PATH or memory://.
+    database: str | None = field(default_factory=_database_default)
+    # Seconds between reads of the storage's change feed, which makes writes and token
+    # revocations by other servers sharing the database visible here.
+    sync_interval: float = 1.0
     host: str = "127.0.0.1"
     port: int = 8721
     # Sandbox worker processes; each runs one hook at a time.
@@ -61,3 +74,7 @@ class Settings:
     public_url: str | None = None
     # Print the admin token when it is first created (off in tests).
     announce_token: bool = True
+
+    @property
+    def database_url(self) -> str:
+        return self.database or default_database_url(self.data_dir)

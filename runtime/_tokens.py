@@ -40,9 +40,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from wtpy.storage import StoredToken
+
 from ._auth import tokens_equal
 from ._http import ApiError
-from ._store import StoredToken
 
 __all__ = [
     "MAX_DESCRIPTION_CHARS",

@@ -208,7 +208,8 @@ def _invoke_app(
 ) -> Any:
     """Run `calls` against create_app() with a started runtime, one stored webtask
     (default/rule, client-credentials, secret SECRET) and a recording pool."""
-    settings = _app.Settings(data_dir=tmp_path, announce_token=False, workers=1, max_body_bytes=1000)
+    settings = _app.Settings(data_dir=tmp_path, database="memory://", announce_token=False, workers=1,
+                             max_body_bytes=1000)  # fmt: skip
     runtime = _app.Runtime(settings)
     pool = _RecordingPool()
     runtime.pool = pool  # type: ignore[assignment]
@@ -555,7 +556,7 @@ def test_an_unhandled_error_in_the_management_api_is_a_500_that_logs_no_message(
     async def boom(request: Any) -> Any:
         raise RuntimeError(f"boom {SECRET}")
 
-    settings = _app.Settings(data_dir=tmp_path, announce_token=False, workers=1)
+    settings = _app.Settings(data_dir=tmp_path, database="memory://", announce_token=False, workers=1)
     app = _app.create_app(settings)
     app.router.routes.append(Route("/api/boom", boom))
 

@@ -19,9 +19,7 @@ from conftest import CC_BODY, SAMPLES, WtpyServer, cc_meta
 
 from wtpy.cli import cli
 from wtpy.cli._tokens import parse_expiry
-from wtpy.runtime._crypto import SecretBox
 from wtpy.runtime._http import ApiError
-from wtpy.runtime._store import SCHEMA_VERSION, Store, StoredToken
 from wtpy.runtime._tokens import (
     Principal,
     TokenRegistry,
@@ -32,6 +30,14 @@ from wtpy.runtime._tokens import (
     token_status,
     token_view,
 )
+from wtpy.storage import (
+    SCHEMA_VERSION,
+    SealedStorage,
+    SecretBox,
+    SqliteBackend,
+    StoredToken,
+    TokenExists,
+)
 
 ADMIN = "wtpy_admin-token-for-unit-tests"
 HOOK = "def hook(client, scope, audience, context):\n    return {'ok': True}\n"
@@ -40,6 +46,11 @@ TOKEN_RE = re.compile(r"wtpy_t_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def secret_part(token: str) -> str:
+    """The 43 characters after wtpy_t_<id>_ (they may hold '_' themselves)."""
+    return token[len("wtpy_t_") + 16 + 1 :]
 
 
 def row(token: str, token_id: str, container: str = "acme", name: str | None = None, **fields: Any) -> StoredToken:
@@ -165,36 +176,39 @@ def test_store_keeps_tokens_hashed_and_revokes_once(tmp_path: Path) -> None:
     box = SecretBox.from_data_dir(tmp_path, env={})
     db = tmp_path / "wtpy.sqlite3"
     token_id, token = new_scoped_token()
-    with Store(db, box) as store:
+    with SealedStorage(SqliteBackend(db), box) as store:
         store.add_token(row(token, token_id, description="ci deploys"))
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(TokenExists):
             store.add_token(row(token, token_id))
         first = store.revoke_token(token_id, "2030-01-01T00:00:00Z")
         again = store.revoke_token(token_id, "2031-01-01T00:00:00Z")
         assert first is not None and again is not None
         assert first.revoked_at == again.revoked_at == "2030-01-01T00:00:00Z"
         assert store.revoke_token("0" * 16, "2030-01-01T00:00:00Z") is None
-        assert [t.id for t in store.tokens()] == [token_id]
+        assert [t.id for t in store.list_tokens()] == [token_id]
+        assert store.get_token(token_id) == first and store.get_token("0" * 16) is None
     on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("wtpy.sqlite3*"))
-    assert token.encode() not in on_disk and token.split("_")[-1].encode() not in on_disk
+    assert token.encode() not in on_disk and secret_part(token).encode() not in on_disk
     assert hash_token(token).encode() in on_disk  # sanity: we looked at the right bytes
 
 
 def test_migration_from_schema_1_keeps_webtasks(tmp_path: Path) -> None:
     box = SecretBox.from_data_dir(tmp_path, env={})
     db = tmp_path / "wtpy.sqlite3"
-    with Store(db, box) as store:
+    with SealedStorage(SqliteBackend(db), box) as store:
         store.put("default", "keep", HOOK, {"a": "b"}, {"s": "v"})
     raw = sqlite3.connect(db)
+    raw.execute("DROP TABLE changes")
+    raw.execute("DELETE FROM sqlite_sequence WHERE name = 'changes'")
     raw.execute("DROP TABLE tokens")
     raw.execute("PRAGMA user_version = 1")
     raw.commit()
     raw.close()
-    with Store(db, box) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+    with SealedStorage(SqliteBackend(db), box) as store:
+        assert store.backend.schema_version == SCHEMA_VERSION == 3  # type: ignore[attr-defined]
         kept = store.get("default", "keep")
         assert kept is not None and kept.secrets == {"s": "v"} and kept.meta == {"a": "b"}
-        assert store.tokens() == []
+        assert store.list_tokens() == []
 
 
 # --- e2e: the API ----------------------------------------------------------------------------
@@ -376,7 +390,7 @@ def test_tokens_persist_across_restart_and_stay_revoked(fresh_server: WtpyServer
     fresh_server.kill()  # kill -9: the token writes were acknowledged, so they are on disk
     on_disk = b"".join(p.read_bytes() for p in fresh_server.data_dir.glob("wtpy.sqlite3*"))
     for token in (keep["token"], gone["token"]):
-        assert token.encode() not in on_disk and token.split("_", 3)[3].encode() not in on_disk
+        assert token.encode() not in on_disk and secret_part(token).encode() not in on_disk
     fresh_server.start()
     with api(fresh_server, keep["token"]) as client:
         assert put(client, "acme", "rule").status_code == 201

@@ -16,7 +16,7 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from wtpy.runtime._datadir import create_file_exclusive
+from wtpy.files import create_file_exclusive
 
 from ._errors import SigningKeyError
 

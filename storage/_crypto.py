@@ -19,12 +19,13 @@ import secrets as _secrets
 import struct
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ._datadir import ensure_data_dir, read_or_create_file
+from wtpy.files import ensure_data_dir, read_or_create_file
 
 __all__ = [
     "ENV_KEY",
@@ -86,15 +87,10 @@ def _decode_key(text: str, source: str) -> bytes:
     return key
 
 
-def _check_str_map(value: object, what: str) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{what} must be an object of string values, not {type(value).__name__}")
-    for key, item in value.items():
-        if not isinstance(key, str):
-            raise ValueError(f"{what} keys must be strings, got {type(key).__name__}")
-        if not isinstance(item, str):
-            raise ValueError(f"{what} value for {key!r} must be a string, not {type(item).__name__}")
-    return dict(value)
+def _is_str_map(value: object) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(key, str) and isinstance(item, str) for key, item in value.items()
+    )
 
 
 class SecretBox:
@@ -110,7 +106,7 @@ class SecretBox:
     def __repr__(self) -> str:
         return "SecretBox(AES-256-GCM)"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("SecretBox cannot be pickled (it holds the secret key)")
 
     @classmethod
@@ -144,11 +140,14 @@ class SecretBox:
     def seal(
         self, container: str, name: str, secrets: dict[str, str], *, purpose: str = "secrets"
     ) -> bytes:
-        """Encrypt a str->str mapping for container/name: version || nonce || ciphertext."""
+        """Encrypt a str->str mapping for container/name: version || nonce || ciphertext.
+
+        The caller (the sealing layer, after the domain's validation) hands a str->str
+        dict; orjson refuses anything it cannot encode."""
         try:
-            plaintext = orjson.dumps(_check_str_map(secrets, purpose))
+            plaintext = orjson.dumps(secrets)
         except orjson.JSONEncodeError:
-            raise ValueError(f"{purpose} contain a string that is not valid Unicode") from None
+            raise ValueError(f"{purpose} cannot be encoded (not valid Unicode)") from None
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._aead.encrypt(nonce, plaintext, self._aad(container, name, purpose))
         return bytes([_VERSION]) + nonce + sealed
@@ -175,7 +174,9 @@ class SecretBox:
             ) from None
         try:
             value = orjson.loads(plaintext)
-            return _check_str_map(value, purpose)
-        except (orjson.JSONDecodeError, ValueError):
+        except orjson.JSONDecodeError:
+            value = None
+        if not _is_str_map(value):
             # Authenticated but not ours: only a bug or a key reused by another program.
-            raise SecretsError(f"{where}: decrypted data is not a string map") from None
+            raise SecretsError(f"{where}: decrypted data is not a string map")
+        return dict(value)

@@ -1,4 +1,7 @@
-"""The data dir: creating it, owning it (one server per dir), and its small secret files."""
+"""The data dir: creating it, owning it (one server per dir), and its small secret files.
+
+Public so that every package (runtime, storage, tokenserver) uses the same helpers.
+"""
 
 from __future__ import annotations
 
