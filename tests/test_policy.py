@@ -438,7 +438,7 @@ def test_hook_objects_die_with_their_invocation() -> None:
 def test_reset_module_state_is_cheap_when_nothing_was_imported(monkeypatch: pytest.MonkeyPatch) -> None:
     """After an invocation that imported nothing, the reset empties no cache: it only reads
     a flag and a length (counted here, not timed: speed is measured in bench/)."""
-    from wtpy.runtime import _policy
+    from wtpy.sandbox import _rp_guards as _policy
 
     reset_module_state()  # whatever earlier tests left
     calls: list[str] = []
