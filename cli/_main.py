@@ -384,7 +384,7 @@ def serve(host: str, port: int, data_dir: Path | None, workers: int | None, unsa
 
     On first start the admin token is printed once; it is kept in DATA_DIR/admin.token.
     """
-    from wtpy.runtime import serve as run_server
+    from wtpy.server import serve as run_server
 
     extra: dict[str, object] = {"os_sandbox": False} if unsafe_no_os_sandbox else {}
     run_server(

@@ -1,5 +1,7 @@
 """Real-time logs: structured invocation records, a history ring buffer, SSE fan-out.
 
+No HTTP here: the SSE endpoint that serves a subscription is wtpy.server._sse.
+
 Every invocation publishes one record per hook log line (captured by the sandbox worker)
 and one summary record. Records are JSON objects::
 
@@ -39,44 +41,29 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from secrets import token_hex
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.background import BackgroundTask
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-
-from ._http import ApiError, error_response
-from ._names import valid_name
-
-if TYPE_CHECKING:
-    from ._runtime import Runtime
-    from ._tokens import Principal
 
 __all__ = [
     "LEVELS",
     "LogFilter",
     "LogHub",
     "MASK",
-    "REQUEST_ID_HEADER",
     "Subscription",
     "iso_time",
     "masker",
     "new_request_id",
     "parse_since",
-    "routes",
 ]
 
 logger = logging.getLogger("wtpy.logs")
 
 MASK = "********"
-REQUEST_ID_HEADER = "x-wtpy-request-id"
 LEVELS = {"info": 0, "warn": 1, "error": 2}
 _LEVEL_NAMES = {value: key for key, value in LEVELS.items()}
 _LEVEL_ALIASES = {"warning": "warn", "err": "error", "debug": "info", "log": "info"}
@@ -90,8 +77,6 @@ DEFAULT_PING_INTERVAL = 15.0
 # Defence in depth: the worker caps lines and bytes per invocation; the hub still bounds
 # a single record so a misconfigured cap cannot make one record huge.
 DEFAULT_MAX_MESSAGE_CHARS = 64 * 1024
-MIN_PING_INTERVAL = 0.1
-MAX_PING_INTERVAL = 300.0
 RETRY_MS = 2000
 _ENTRY_OVERHEAD = 768  # per-record bookkeeping, names, ids and times in the byte budgets
 _BATCH_BYTES = 64 * 1024
@@ -540,7 +525,7 @@ class LogHub:
                 subscriber.seen_id = entry.id
 
     def publish_lines(
-        self, container: str, name: str, request_id: str, lines: list[Mapping[str, Any]], secrets: Mapping[str, str]
+        self, container: str, name: str, request_id: str, lines: Sequence[Mapping[str, Any]], secrets: Mapping[str, str]
     ) -> None:
         """Publish lines a hook logged while it still runs (masked like all hook output).
 
@@ -551,7 +536,7 @@ class LogHub:
             logger.error("dropping log lines of %s/%s: %s", container, name, type(exc).__name__)
 
     def _publish_lines(
-        self, container: str, name: str, request_id: str, logs: list[Mapping[str, Any]], mask: _Masker
+        self, container: str, name: str, request_id: str, logs: Sequence[Mapping[str, Any]], mask: _Masker
     ) -> list[dict[str, Any]]:
         published = []
         now = time.time()
@@ -779,113 +764,3 @@ def envelope_error(envelope: bytes) -> dict[str, Any] | str:
     except orjson.JSONDecodeError:
         pass
     return "error envelope"
-
-
-# --- HTTP: GET /api/logs/tenant/{container} ---------------------------------------------------
-
-
-def _truthy(value: str | None) -> bool:
-    return value is not None and value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def _authorize(request: Request, runtime: Runtime) -> Principal:
-    """Bearer token, or `?key=<token>` as in the original (the key is never logged).
-
-    Authentication only: the caller checks the token's scope (principal.require) once the
-    container and webtask name are parsed."""
-    from ._api import authenticate
-
-    key = request.query_params.get("key")
-    if key is not None and not request.headers.get("authorization"):
-        if not key:
-            raise ApiError(401, "unauthorized", "Send the token as 'Authorization: Bearer <token>' or ?key=")
-        return authenticate(request, key)
-    return authenticate(request)
-
-
-def _int_param(request: Request, name: str, low: int, high: int) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "bad_request", f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise ApiError(400, "bad_request", f"{name} must be between {low} and {high}")
-    return value
-
-
-def _last_event_id(request: Request) -> int | None:
-    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    if raw is None or not raw.strip():
-        return None
-    try:
-        return int(raw.strip())
-    except ValueError:
-        raise ApiError(400, "bad_request", "Last-Event-ID must be a record id (an integer)") from None
-
-
-async def stream_logs(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    hub: LogHub = runtime.logs
-    try:
-        principal = _authorize(request, runtime)
-        container = request.path_params["container"]
-        if not valid_name(container):
-            raise ApiError(400, "invalid_name", f"Invalid container name {container!r}")
-        query = request.query_params
-        name = query.get("name") or None
-        if name is not None and not valid_name(name):
-            raise ApiError(400, "invalid_name", f"Invalid webtask name {name!r}")
-        # Scoped tokens: a container token reads only its container's records, a webtask
-        # token only its webtask's (following the whole container means following it).
-        principal.require(container, name, narrow=True)
-        if principal.kind == "webtask":
-            name = principal.name
-        try:
-            min_level = parse_level(query["level"]) if query.get("level") else 0
-            since = parse_since(query["since"]) if query.get("since") else None
-        except ValueError as exc:
-            raise ApiError(400, "bad_request", str(exc)) from None
-        tail = _int_param(request, "tail", 0, hub.history_size)
-        last_event_id = _last_event_id(request)
-        ping = hub.ping_interval
-        if query.get("ping"):
-            try:
-                ping = float(query["ping"])
-            except ValueError:
-                raise ApiError(400, "bad_request", "ping must be seconds") from None
-            ping = min(max(ping, MIN_PING_INTERVAL), MAX_PING_INTERVAL)
-    except ApiError as error:
-        return error_response(error)
-
-    if name is not None and last_event_id is None and await runtime.get(container, name) is None:
-        # A typo'd name would otherwise follow silently forever. A client resuming with
-        # Last-Event-ID keeps following (the webtask may be re-created).
-        return error_response(ApiError(404, "not_found", f"Webtask {container}/{name} not found"))
-    if request.method == "HEAD":
-        return Response(status_code=200, media_type="text/event-stream")
-    log_filter = LogFilter(
-        container=container, name=name, min_level=min_level, errors_only=_truthy(query.get("errors"))
-    )
-    subscription = hub.subscribe(log_filter, last_event_id=last_event_id, tail=tail, since=since)
-
-    def ping_event() -> ServerSentEvent:
-        return ServerSentEvent(data=iso_time(time.time()), event="ping")
-
-    async def close(message: Any) -> None:
-        hub.unsubscribe(subscription)
-
-    return EventSourceResponse(
-        hub.events(subscription),
-        ping=ping,
-        ping_message_factory=ping_event,
-        client_close_handler_callable=close,
-        # Also when the stream ends without the generator having started (shutdown).
-        background=BackgroundTask(hub.unsubscribe, subscription),
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-routes = [Route("/api/logs/tenant/{container}", stream_logs, methods=["GET"])]

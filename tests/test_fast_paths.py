@@ -18,10 +18,11 @@ import orjson
 import pytest
 from conftest import cc_meta, raw_request
 
-from wtpy.runtime import _app, _invoke
+from wtpy.runtime import _invoke
 from wtpy.runtime._pool import ArgumentsNotEncodable, JobResult, _Proc
 from wtpy.runtime._protocol import FrameError, encode
 from wtpy.runtime._worker import Worker
+from wtpy.server import _app
 
 # --------------------------------------------------------------------------- pool frames
 
@@ -489,7 +490,7 @@ def test_invocation_answers_are_one_write_and_other_paths_are_uvicorns() -> None
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
-    from wtpy.runtime._httpproto import http_protocol
+    from wtpy.server._httpproto import http_protocol
 
     body = b'{"status":"success"}'
 
