@@ -21,9 +21,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from click.testing import CliRunner
-from conftest import CC, CC_BODY, WtpyServer, cc_meta, free_port
+from conftest import CC, CC_BODY, ThreadServer, WtpyServer, cc_meta
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -527,7 +526,7 @@ class _UnstartedRuntime(Runtime):
         return object() if (container, name) in self.known else None
 
 
-class StubServer:
+class StubServer(ThreadServer):
     """The app (lifespan off) plus POST /publish, under uvicorn in a thread."""
 
     def __init__(self) -> None:
@@ -543,24 +542,7 @@ class StubServer:
 
         app = create_app(runtime.settings, runtime)
         app.router.routes.append(Route("/publish", publish_endpoint, methods=["POST"]))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="off", timeout_graceful_shutdown=2)  # fmt: skip
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> StubServer:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "stub server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        super().__init__(app)
 
     def publish(self, name: str, *lines: tuple[str, str], **body: Any) -> int:
         response = httpx.post(f"{self.url}/publish", json={"name": name, "lines": lines, **body})
