@@ -20,8 +20,9 @@ Design points:
   previous one and a client resuming with an id from before a restart is recognised.
 * Secret values of the webtask are masked ("********") in `message`, `error` and `stack`
   before a record is stored or sent, including common escaped spellings (JSON, repr) of
-  each value. Every non-empty secret value is masked, longest first; a secret of 1 to 3
-  characters therefore masks every occurrence of that short text (noisy, but never leaks).
+  each value (_masking.py). Every non-empty secret value is masked, longest first; a secret
+  of 1 to 3 characters therefore masks every occurrence of that short text (noisy, but
+  never leaks).
 * Publishing is synchronous, never awaits and never blocks: it appends to the history
   ring buffer (bounded by count and bytes) and to each subscriber's bounded queue. A
   subscriber whose queue is full loses records (for that subscriber only) and is told
@@ -33,9 +34,7 @@ Design points:
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
-import json
 import logging
 import math
 import re
@@ -49,21 +48,20 @@ from typing import Any
 
 import orjson
 
+from ._masking import NO_MASK, WORKER_TRUNCATED_PREFIX, Masker, masker
+
 __all__ = [
     "LEVELS",
     "LogFilter",
     "LogHub",
-    "MASK",
     "Subscription",
     "iso_time",
-    "masker",
     "new_request_id",
     "parse_since",
 ]
 
 logger = logging.getLogger("wtpy.logs")
 
-MASK = "********"
 LEVELS = {"info": 0, "warn": 1, "error": 2}
 _LEVEL_NAMES = {value: key for key, value in LEVELS.items()}
 _LEVEL_ALIASES = {"warning": "warn", "err": "error", "debug": "info", "log": "info"}
@@ -110,79 +108,6 @@ def iso_time(ts: float) -> str:
         text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
         _second_text = (second, text)
     return f"{text}{micros // 1000:03d}Z"
-
-
-# --- masking --------------------------------------------------------------------------------
-
-
-def _spellings(value: str) -> set[str]:
-    """The value plus the escaped forms a hook printing a dict or JSON would show."""
-    forms = {value}
-    forms.add(orjson.dumps(value).decode("utf-8")[1:-1])  # JSON, UTF-8 kept
-    forms.add(repr(value)[1:-1])  # Python repr (print of a dict or list)
-    forms.add(json.dumps(value)[1:-1])  # JSON with ensure_ascii (\u00e9)
-    forms.add(value.encode("unicode_escape").decode("ascii"))  # Python escapes (\xe9)
-    forms.add(repr(value.encode("utf-8", "replace"))[2:-1])  # printed bytes (b'\xc3\xa9')
-    return {form for form in forms if form}
-
-
-# The worker's marker for an error message or stack it cut (see _worker.py).
-WORKER_CUT_MARK = "... [truncated]"
-# The worker's marker entry after the line where the per-invocation caps were hit.
-WORKER_TRUNCATED_PREFIX = "[wtpy] output truncated"
-
-
-@functools.lru_cache(maxsize=256)
-def _masker_for(values: tuple[str, ...]) -> _Masker:
-    forms: set[str] = set()
-    for value in values:
-        forms |= _spellings(value)
-    if not forms:
-        return _Masker(None, ())
-    # Longest first: at each position the regex takes the first alternative that matches.
-    ordered = tuple(sorted(forms, key=lambda form: (-len(form), form)))
-    return _Masker(re.compile("|".join(re.escape(form) for form in ordered)), ordered)
-
-
-def masker(secrets: Mapping[str, str] | Iterable[str]) -> _Masker:
-    """A callable replacing every non-empty secret value (and its escaped forms) with MASK."""
-    values = secrets.values() if isinstance(secrets, Mapping) else secrets
-    return _masker_for(tuple(sorted({v for v in values if isinstance(v, str) and v})))
-
-
-class _Masker:
-    __slots__ = ("_pattern", "_forms")
-
-    def __init__(self, pattern: re.Pattern[str] | None, forms: tuple[str, ...]) -> None:
-        self._pattern = pattern
-        self._forms = forms
-
-    def __call__(self, text: str) -> str:
-        if self._pattern is None or not text:
-            return text
-        text = self._pattern.sub(MASK, text)
-        if WORKER_CUT_MARK in text:
-            parts = text.split(WORKER_CUT_MARK)
-            text = WORKER_CUT_MARK.join([self.cut(part) for part in parts[:-1]] + parts[-1:])
-        return text
-
-    def cut(self, text: str) -> str:
-        """Mask a secret's beginning at the very end of `text` (a line cut by a size cap)."""
-        if not self._forms or not text:
-            return text
-        best = 0
-        for form in self._forms:
-            window = text[-(len(form) - 1) :] if len(form) > 1 else ""
-            start = window.find(form[0])
-            while start != -1 and len(window) - start > best:
-                if form.startswith(window[start:]):
-                    best = len(window) - start
-                    break
-                start = window.find(form[0], start + 1)
-        return text[:-best] + MASK if best else text
-
-
-_NO_MASK = _Masker(None, ())
 
 
 # --- query parsing --------------------------------------------------------------------------
@@ -536,7 +461,7 @@ class LogHub:
             logger.error("dropping log lines of %s/%s: %s", container, name, type(exc).__name__)
 
     def _publish_lines(
-        self, container: str, name: str, request_id: str, logs: Sequence[Mapping[str, Any]], mask: _Masker
+        self, container: str, name: str, request_id: str, logs: Sequence[Mapping[str, Any]], mask: Masker
     ) -> list[dict[str, Any]]:
         published = []
         now = time.time()
@@ -612,7 +537,7 @@ class LogHub:
         logs = list(logs)
         failed = outcome in FAILED_OUTCOMES
         # Only hook output and error text can carry a secret; a plain success summary cannot.
-        mask = masker(secrets or {}) if logs or failed else _NO_MASK
+        mask = masker(secrets or {}) if logs or failed else NO_MASK
         published = self._publish_lines(container, name, request_id, logs, mask)
 
         error_text, stack = _describe_error(error) if error is not None else (None, None)

@@ -24,8 +24,9 @@ Scopes:
   exist or does not match the filters); following C's logs follows only N's records.
 
 Failures: no token, or an expired or revoked one -> Unauthorized (401); a token that is
-not recognised or whose scope does not cover the request -> Forbidden (403). An expired or revoked token is only
-reported as such when its secret verifies, so the answers are no oracle for ids.
+not recognised or whose scope does not cover the request -> Forbidden (403). An expired
+or revoked token is only reported as such when its secret verifies, so the answers are
+no oracle for ids.
 """
 
 from __future__ import annotations

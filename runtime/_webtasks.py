@@ -12,7 +12,7 @@ from typing import Any
 from wtpy.compilers import compiler_names, get_compiler
 
 from ._errors import Invalid, InvalidName, NotFound, TooLarge
-from ._logs import MASK
+from ._masking import MASK
 from ._names import MAX_CODE_BYTES, valid_name
 from ._store import Webtask
 

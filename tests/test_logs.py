@@ -29,7 +29,8 @@ from starlette.routing import Route
 
 from wtpy.cli._logs import SSEParser, follow, format_record
 from wtpy.runtime import Runtime, Settings, _logs
-from wtpy.runtime._logs import MASK, LogFilter, LogHub, masker, parse_duration, parse_since
+from wtpy.runtime._logs import LogFilter, LogHub, parse_duration, parse_since
+from wtpy.runtime._masking import MASK, masker
 from wtpy.server import create_app
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
