@@ -16,6 +16,9 @@ __all__ = [
     "Forbidden",
     "Invalid",
     "InvalidName",
+    "Invocations",
+    "LogFilter",
+    "LogHub",
     "NotFound",
     "OsSandboxUnavailable",
     "Principal",
@@ -24,27 +27,37 @@ __all__ = [
     "TooLarge",
     "Unauthorized",
     "Webtask",
+    "check_names",
     "default_data_dir",
+    "iso_time",
+    "new_request_id",
+    "not_found",
+    "parse_level",
+    "parse_since",
+    "patch_request",
+    "presented_token",
+    "put_request",
+    "token_request",
+    "token_view",
+    "webtask_view",
 ]
 
-_EXPORTS = {
-    "DomainError": "._errors",
-    "Forbidden": "._errors",
-    "Invalid": "._errors",
-    "InvalidName": "._errors",
-    "NotFound": "._errors",
-    "OsSandboxUnavailable": "._pool",
-    "Principal": "._access",
-    "Runtime": "._runtime",
-    "Settings": "._settings",
-    "TooLarge": "._errors",
-    "Unauthorized": "._errors",
-    "Webtask": "._store",
-    "default_data_dir": "._settings",
+_MODULES = {
+    "._access": ("Principal", "presented_token"),
+    "._errors": ("DomainError", "Forbidden", "Invalid", "InvalidName", "NotFound", "TooLarge", "Unauthorized"),
+    "._invoke": ("Invocations",),
+    "._logs": ("LogFilter", "LogHub", "iso_time", "new_request_id", "parse_level", "parse_since"),
+    "._pool": ("OsSandboxUnavailable",),
+    "._runtime": ("Runtime",),
+    "._settings": ("Settings", "default_data_dir"),
+    "._store": ("Webtask",),
+    "._tokens": ("token_request", "token_view"),
+    "._webtasks": ("check_names", "not_found", "patch_request", "put_request", "webtask_view"),
 }
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 
 if TYPE_CHECKING:
-    from ._access import Principal
+    from ._access import Principal, presented_token
     from ._errors import (
         DomainError,
         Forbidden,
@@ -54,10 +67,14 @@ if TYPE_CHECKING:
         TooLarge,
         Unauthorized,
     )
+    from ._invoke import Invocations
+    from ._logs import LogFilter, LogHub, iso_time, new_request_id, parse_level, parse_since
     from ._pool import OsSandboxUnavailable
     from ._runtime import Runtime
     from ._settings import Settings, default_data_dir
     from ._store import Webtask
+    from ._tokens import token_request, token_view
+    from ._webtasks import check_names, not_found, patch_request, put_request, webtask_view
 
 
 def __getattr__(name: str) -> Any:

@@ -14,9 +14,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from wtpy.runtime import NotFound, Principal, Webtask
-from wtpy.runtime._tokens import token_request, token_view
-from wtpy.runtime._webtasks import check_names, not_found, patch_request, put_request, webtask_view
+from wtpy.runtime import (
+    NotFound,
+    Principal,
+    Webtask,
+    check_names,
+    not_found,
+    patch_request,
+    put_request,
+    token_request,
+    token_view,
+    webtask_view,
+)
 
 from ._http import ApiError, caller, json_response, read_json_object, runtime_of
 

@@ -8,7 +8,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from wtpy.runtime._errors import (
+from wtpy.runtime import (
     DomainError,
     Forbidden,
     Invalid,

@@ -8,8 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from wtpy.runtime import Runtime
-from wtpy.runtime._access import Principal, presented_token
+from wtpy.runtime import Principal, Runtime, presented_token
 
 __all__ = [
     "JSON",

@@ -18,9 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from wtpy.compilers import HookRequest
 from wtpy.compilers._body import node_headers
-from wtpy.runtime import DomainError, Runtime
-from wtpy.runtime._invoke import Invocations
-from wtpy.runtime._logs import new_request_id
+from wtpy.runtime import DomainError, Invocations, Runtime, new_request_id
 
 from ._errors import INTERNAL_ERROR, error_answer
 from ._http import ApiError, check_declared_length, too_large, where_raised

@@ -12,8 +12,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from wtpy.runtime._logs import LogFilter, LogHub, iso_time, parse_level, parse_since
-from wtpy.runtime._webtasks import check_names, not_found
+from wtpy.runtime import (
+    LogFilter,
+    LogHub,
+    check_names,
+    iso_time,
+    not_found,
+    parse_level,
+    parse_since,
+)
 
 from ._http import ApiError, caller, runtime_of
 
