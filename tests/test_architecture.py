@@ -105,6 +105,18 @@ def test_no_import_cycles_between_wtpy_modules() -> None:
     assert not cycles, "import cycles:\n  " + "\n  ".join(report)
 
 
+def test_the_domain_does_not_import_the_http_layer() -> None:
+    modules = _modules()
+    upward = [
+        f"{name} -> {target} (line {line})"
+        for name, path in modules.items()
+        if name == "wtpy.runtime" or name.startswith("wtpy.runtime.")
+        for target, line, _ in _imports(name, path, modules)
+        if target == "wtpy.server" or target.startswith("wtpy.server.")
+    ]
+    assert not upward, "wtpy.runtime imports wtpy.server:\n  " + "\n  ".join(upward)
+
+
 def test_the_graph_sees_imports_inside_functions() -> None:
     modules = _modules()
     cli_main = _imports("wtpy.cli._main", modules["wtpy.cli._main"], modules)
