@@ -393,7 +393,7 @@ def serve(
 
     On first start the admin token is printed once; it is kept in DATA_DIR/admin.token.
     """
-    from wtpy.runtime import serve as run_server
+    from wtpy.server import serve as run_server
     from wtpy.storage import StorageError, parse_database_url
 
     extra: dict[str, object] = {"os_sandbox": False} if unsafe_no_os_sandbox else {}

@@ -1,33 +1,51 @@
-"""wtpy.runtime: the hook server (store, sandboxed workers, HTTP API).
-
-Exports resolve lazily: sandbox workers run `python -m wtpy.runtime._worker`, which
-imports this package first, and must not pay for (or hold) the web server's modules.
+"""wtpy.runtime: the domain and composition root (Runtime, Settings, webtask rules, access
+and tokens, the log hub, invocations). No HTTP here: that is wtpy.server.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from ._access import Principal, presented_token
+from ._errors import (
+    DomainError,
+    Forbidden,
+    Invalid,
+    InvalidName,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+)
+from ._invoke import Invocations
+from ._logs import LogFilter, LogHub, iso_time, new_request_id, parse_level, parse_since
+from ._runtime import Runtime
+from ._settings import Settings, default_data_dir
+from ._tokens import token_request, token_view
+from ._webtasks import check_names, not_found, patch_request, put_request, webtask_view
 
-__all__ = ["Runtime", "Settings", "create_app", "default_data_dir", "serve"]
-
-_EXPORTS = {
-    "Runtime": "._runtime",
-    "Settings": "._settings",
-    "create_app": "._app",
-    "default_data_dir": "._settings",
-    "serve": "._server",
-}
-
-if TYPE_CHECKING:
-    from ._app import create_app
-    from ._runtime import Runtime
-    from ._server import serve
-    from ._settings import Settings, default_data_dir
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'wtpy.runtime' has no attribute {name!r}")
-    return getattr(import_module(module, __name__), name)
+__all__ = [
+    "DomainError",
+    "Forbidden",
+    "Invalid",
+    "InvalidName",
+    "Invocations",
+    "LogFilter",
+    "LogHub",
+    "NotFound",
+    "Principal",
+    "Runtime",
+    "Settings",
+    "TooLarge",
+    "Unauthorized",
+    "check_names",
+    "default_data_dir",
+    "iso_time",
+    "new_request_id",
+    "not_found",
+    "parse_level",
+    "parse_since",
+    "patch_request",
+    "presented_token",
+    "put_request",
+    "token_request",
+    "token_view",
+    "webtask_view",
+]

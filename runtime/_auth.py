@@ -1,4 +1,4 @@
-"""Management tokens: the admin token file, Bearer header parsing, constant-time comparison."""
+"""Management tokens: the admin token file, fresh tokens, constant-time comparison."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ __all__ = [
     "ADMIN_TOKEN_FILE",
     "TOKEN_PREFIX",
     "AdminTokenError",
-    "bearer_token",
     "load_or_create_admin_token",
     "new_token",
     "tokens_equal",
@@ -22,8 +21,6 @@ __all__ = [
 ADMIN_TOKEN_FILE = "admin.token"
 TOKEN_PREFIX = "wtpy_"
 
-# RFC 6750 b64token (token68); the scheme is case-insensitive, 1*SP before the token.
-_BEARER_RE = re.compile(r"bearer +([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE | re.ASCII)
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]+=*", re.ASCII)
 
 
@@ -60,14 +57,6 @@ def load_or_create_admin_token(data_dir: Path) -> tuple[str, bool]:
             "A-Z a-z 0-9 - . _ ~ + / with optional trailing '='); delete it to generate a new one"
         )
     return token, created
-
-
-def bearer_token(authorization_header: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header; None when absent or malformed."""
-    if not authorization_header:
-        return None
-    match = _BEARER_RE.fullmatch(authorization_header.strip())
-    return match.group(1) if match else None
 
 
 def tokens_equal(a: str, b: str) -> bool:

@@ -1,5 +1,7 @@
 """Real-time logs: structured invocation records, a history ring buffer, SSE fan-out.
 
+No HTTP here: the SSE endpoint that serves a subscription is wtpy.server._sse.
+
 Every invocation publishes one record per hook log line (captured by the sandbox worker)
 and one summary record. Records are JSON objects::
 
@@ -18,8 +20,9 @@ Design points:
   previous one and a client resuming with an id from before a restart is recognised.
 * Secret values of the webtask are masked ("********") in `message`, `error` and `stack`
   before a record is stored or sent, including common escaped spellings (JSON, repr) of
-  each value. Every non-empty secret value is masked, longest first; a secret of 1 to 3
-  characters therefore masks every occurrence of that short text (noisy, but never leaks).
+  each value (_masking.py). Every non-empty secret value is masked, longest first; a secret
+  of 1 to 3 characters therefore masks every occurrence of that short text (noisy, but
+  never leaks).
 * Publishing is synchronous, never awaits and never blocks: it appends to the history
   ring buffer (bounded by count and bytes) and to each subscriber's bounded queue. A
   subscriber whose queue is full loses records (for that subscriber only) and is told
@@ -31,52 +34,34 @@ Design points:
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
-import json
 import logging
 import math
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from secrets import token_hex
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.background import BackgroundTask
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
-from ._http import ApiError, error_response
-from ._names import valid_name
-
-if TYPE_CHECKING:
-    from ._runtime import Runtime
-    from ._tokens import Principal
+from ._masking import NO_MASK, WORKER_TRUNCATED_PREFIX, Masker, masker
 
 __all__ = [
     "LEVELS",
     "LogFilter",
     "LogHub",
-    "MASK",
-    "REQUEST_ID_HEADER",
     "Subscription",
     "iso_time",
-    "masker",
     "new_request_id",
     "parse_since",
-    "routes",
 ]
 
 logger = logging.getLogger("wtpy.logs")
 
-MASK = "********"
-REQUEST_ID_HEADER = "x-wtpy-request-id"
 LEVELS = {"info": 0, "warn": 1, "error": 2}
 _LEVEL_NAMES = {value: key for key, value in LEVELS.items()}
 _LEVEL_ALIASES = {"warning": "warn", "err": "error", "debug": "info", "log": "info"}
@@ -90,8 +75,6 @@ DEFAULT_PING_INTERVAL = 15.0
 # Defence in depth: the worker caps lines and bytes per invocation; the hub still bounds
 # a single record so a misconfigured cap cannot make one record huge.
 DEFAULT_MAX_MESSAGE_CHARS = 64 * 1024
-MIN_PING_INTERVAL = 0.1
-MAX_PING_INTERVAL = 300.0
 RETRY_MS = 2000
 _ENTRY_OVERHEAD = 768  # per-record bookkeeping, names, ids and times in the byte budgets
 _BATCH_BYTES = 64 * 1024
@@ -125,79 +108,6 @@ def iso_time(ts: float) -> str:
         text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
         _second_text = (second, text)
     return f"{text}{micros // 1000:03d}Z"
-
-
-# --- masking --------------------------------------------------------------------------------
-
-
-def _spellings(value: str) -> set[str]:
-    """The value plus the escaped forms a hook printing a dict or JSON would show."""
-    forms = {value}
-    forms.add(orjson.dumps(value).decode("utf-8")[1:-1])  # JSON, UTF-8 kept
-    forms.add(repr(value)[1:-1])  # Python repr (print of a dict or list)
-    forms.add(json.dumps(value)[1:-1])  # JSON with ensure_ascii (\u00e9)
-    forms.add(value.encode("unicode_escape").decode("ascii"))  # Python escapes (\xe9)
-    forms.add(repr(value.encode("utf-8", "replace"))[2:-1])  # printed bytes (b'\xc3\xa9')
-    return {form for form in forms if form}
-
-
-# The worker's marker for an error message or stack it cut (see _worker.py).
-WORKER_CUT_MARK = "... [truncated]"
-# The worker's marker entry after the line where the per-invocation caps were hit.
-WORKER_TRUNCATED_PREFIX = "[wtpy] output truncated"
-
-
-@functools.lru_cache(maxsize=256)
-def _masker_for(values: tuple[str, ...]) -> _Masker:
-    forms: set[str] = set()
-    for value in values:
-        forms |= _spellings(value)
-    if not forms:
-        return _Masker(None, ())
-    # Longest first: at each position the regex takes the first alternative that matches.
-    ordered = tuple(sorted(forms, key=lambda form: (-len(form), form)))
-    return _Masker(re.compile("|".join(re.escape(form) for form in ordered)), ordered)
-
-
-def masker(secrets: Mapping[str, str] | Iterable[str]) -> _Masker:
-    """A callable replacing every non-empty secret value (and its escaped forms) with MASK."""
-    values = secrets.values() if isinstance(secrets, Mapping) else secrets
-    return _masker_for(tuple(sorted({v for v in values if isinstance(v, str) and v})))
-
-
-class _Masker:
-    __slots__ = ("_pattern", "_forms")
-
-    def __init__(self, pattern: re.Pattern[str] | None, forms: tuple[str, ...]) -> None:
-        self._pattern = pattern
-        self._forms = forms
-
-    def __call__(self, text: str) -> str:
-        if self._pattern is None or not text:
-            return text
-        text = self._pattern.sub(MASK, text)
-        if WORKER_CUT_MARK in text:
-            parts = text.split(WORKER_CUT_MARK)
-            text = WORKER_CUT_MARK.join([self.cut(part) for part in parts[:-1]] + parts[-1:])
-        return text
-
-    def cut(self, text: str) -> str:
-        """Mask a secret's beginning at the very end of `text` (a line cut by a size cap)."""
-        if not self._forms or not text:
-            return text
-        best = 0
-        for form in self._forms:
-            window = text[-(len(form) - 1) :] if len(form) > 1 else ""
-            start = window.find(form[0])
-            while start != -1 and len(window) - start > best:
-                if form.startswith(window[start:]):
-                    best = len(window) - start
-                    break
-                start = window.find(form[0], start + 1)
-        return text[:-best] + MASK if best else text
-
-
-_NO_MASK = _Masker(None, ())
 
 
 # --- query parsing --------------------------------------------------------------------------
@@ -540,7 +450,7 @@ class LogHub:
                 subscriber.seen_id = entry.id
 
     def publish_lines(
-        self, container: str, name: str, request_id: str, lines: list[Mapping[str, Any]], secrets: Mapping[str, str]
+        self, container: str, name: str, request_id: str, lines: Sequence[Mapping[str, Any]], secrets: Mapping[str, str]
     ) -> None:
         """Publish lines a hook logged while it still runs (masked like all hook output).
 
@@ -551,7 +461,7 @@ class LogHub:
             logger.error("dropping log lines of %s/%s: %s", container, name, type(exc).__name__)
 
     def _publish_lines(
-        self, container: str, name: str, request_id: str, logs: list[Mapping[str, Any]], mask: _Masker
+        self, container: str, name: str, request_id: str, logs: Sequence[Mapping[str, Any]], mask: Masker
     ) -> list[dict[str, Any]]:
         published = []
         now = time.time()
@@ -627,7 +537,7 @@ class LogHub:
         logs = list(logs)
         failed = outcome in FAILED_OUTCOMES
         # Only hook output and error text can carry a secret; a plain success summary cannot.
-        mask = masker(secrets or {}) if logs or failed else _NO_MASK
+        mask = masker(secrets or {}) if logs or failed else NO_MASK
         published = self._publish_lines(container, name, request_id, logs, mask)
 
         error_text, stack = _describe_error(error) if error is not None else (None, None)
@@ -779,113 +689,3 @@ def envelope_error(envelope: bytes) -> dict[str, Any] | str:
     except orjson.JSONDecodeError:
         pass
     return "error envelope"
-
-
-# --- HTTP: GET /api/logs/tenant/{container} ---------------------------------------------------
-
-
-def _truthy(value: str | None) -> bool:
-    return value is not None and value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def _authorize(request: Request, runtime: Runtime) -> Principal:
-    """Bearer token, or `?key=<token>` as in the original (the key is never logged).
-
-    Authentication only: the caller checks the token's scope (principal.require) once the
-    container and webtask name are parsed."""
-    from ._api import authenticate
-
-    key = request.query_params.get("key")
-    if key is not None and not request.headers.get("authorization"):
-        if not key:
-            raise ApiError(401, "unauthorized", "Send the token as 'Authorization: Bearer <token>' or ?key=")
-        return authenticate(request, key)
-    return authenticate(request)
-
-
-def _int_param(request: Request, name: str, low: int, high: int) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "bad_request", f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise ApiError(400, "bad_request", f"{name} must be between {low} and {high}")
-    return value
-
-
-def _last_event_id(request: Request) -> int | None:
-    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    if raw is None or not raw.strip():
-        return None
-    try:
-        return int(raw.strip())
-    except ValueError:
-        raise ApiError(400, "bad_request", "Last-Event-ID must be a record id (an integer)") from None
-
-
-async def stream_logs(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
-    hub: LogHub = runtime.logs
-    try:
-        principal = _authorize(request, runtime)
-        container = request.path_params["container"]
-        if not valid_name(container):
-            raise ApiError(400, "invalid_name", f"Invalid container name {container!r}")
-        query = request.query_params
-        name = query.get("name") or None
-        if name is not None and not valid_name(name):
-            raise ApiError(400, "invalid_name", f"Invalid webtask name {name!r}")
-        # Scoped tokens: a container token reads only its container's records, a webtask
-        # token only its webtask's (following the whole container means following it).
-        principal.require(container, name, narrow=True)
-        if principal.kind == "webtask":
-            name = principal.name
-        try:
-            min_level = parse_level(query["level"]) if query.get("level") else 0
-            since = parse_since(query["since"]) if query.get("since") else None
-        except ValueError as exc:
-            raise ApiError(400, "bad_request", str(exc)) from None
-        tail = _int_param(request, "tail", 0, hub.history_size)
-        last_event_id = _last_event_id(request)
-        ping = hub.ping_interval
-        if query.get("ping"):
-            try:
-                ping = float(query["ping"])
-            except ValueError:
-                raise ApiError(400, "bad_request", "ping must be seconds") from None
-            ping = min(max(ping, MIN_PING_INTERVAL), MAX_PING_INTERVAL)
-    except ApiError as error:
-        return error_response(error)
-
-    if name is not None and last_event_id is None and await runtime.get(container, name) is None:
-        # A typo'd name would otherwise follow silently forever. A client resuming with
-        # Last-Event-ID keeps following (the webtask may be re-created).
-        return error_response(ApiError(404, "not_found", f"Webtask {container}/{name} not found"))
-    if request.method == "HEAD":
-        return Response(status_code=200, media_type="text/event-stream")
-    log_filter = LogFilter(
-        container=container, name=name, min_level=min_level, errors_only=_truthy(query.get("errors"))
-    )
-    subscription = hub.subscribe(log_filter, last_event_id=last_event_id, tail=tail, since=since)
-
-    def ping_event() -> ServerSentEvent:
-        return ServerSentEvent(data=iso_time(time.time()), event="ping")
-
-    async def close(message: Any) -> None:
-        hub.unsubscribe(subscription)
-
-    return EventSourceResponse(
-        hub.events(subscription),
-        ping=ping,
-        ping_message_factory=ping_event,
-        client_close_handler_callable=close,
-        # Also when the stream ends without the generator having started (shutdown).
-        background=BackgroundTask(hub.unsubscribe, subscription),
-        headers={"Cache-Control": "no-store"},
-    )
-
-
-routes = [Route("/api/logs/tenant/{container}", stream_logs, methods=["GET"])]

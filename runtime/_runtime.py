@@ -10,29 +10,20 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from wtpy.sandbox import WorkerPool
 from wtpy.files import acquire_data_dir_lock, ensure_data_dir
+from wtpy.sandbox import WorkerPool
 from wtpy.storage import SecretBox, Storage, StoredToken, VersionConflict, Webtask, open_storage
 
+from ._access import Principal
 from ._auth import load_or_create_admin_token
 from ._logs import LogHub
 from ._settings import UNSAFE_NO_OS_SANDBOX_ENV, Settings
 from ._tokens import TokenRegistry, format_time, hash_token, new_scoped_token
+from ._webtasks import check_meta, merge_patch
 
 __all__ = ["Runtime"]
 
 logger = logging.getLogger("wtpy.runtime")
-
-
-def merge_patch(current: Mapping[str, str], patch: Mapping[str, Any]) -> dict[str, str]:
-    """RFC 7386 merge of a flat str->str mapping: null deletes a key, anything else replaces it."""
-    merged = dict(current)
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    return merged
 
 
 class Runtime:
@@ -158,9 +149,15 @@ class Runtime:
     async def list(self, container: str, meta_filter: Mapping[str, str]) -> list[Webtask]:
         return await asyncio.to_thread(self.storage.list, container, dict(meta_filter))
 
+    def authenticate(self, token: str) -> Principal:
+        """Who presents `token`: the admin or a scoped token (Unauthorized, Forbidden)."""
+        return self.tokens.authenticate(token, self.admin_token)
+
     async def put(
         self, container: str, name: str, code: str, meta: dict[str, str], secrets: dict[str, str]
     ) -> tuple[Webtask, bool]:
+        """Create or replace a webtask; Invalid when its meta breaks the rules (_webtasks.py)."""
+        check_meta(meta, self.settings.max_timeout)
         async with self._write_lock:
             return await self._put(container, name, code, meta, secrets)
 
@@ -172,19 +169,23 @@ class Runtime:
         meta_patch: Mapping[str, Any],
         secrets_patch: Mapping[str, Any],
     ) -> Webtask | None:
-        # Read-modify-write under the write lock so concurrent patches never lose an update;
-        # expected_version catches a write by another server in between (then merge again).
+        # Read-modify-write under the write lock so concurrent patches never lose an update,
+        # and the merged meta is checked on the very version it replaces: a bad patch
+        # (Invalid) changes nothing. expected_version catches a write by another server in
+        # between (then merge again). None when there is no such webtask.
         async with self._write_lock:
             while True:
                 current = await asyncio.to_thread(self.storage.get, container, name)
                 if current is None:
                     return None
+                meta = merge_patch(current.meta, meta_patch)
+                check_meta(meta, self.settings.max_timeout)
                 try:
                     webtask, _ = await self._put(
                         container,
                         name,
                         current.code if code is None else code,
-                        merge_patch(current.meta, meta_patch),
+                        meta,
                         merge_patch(current.secrets, secrets_patch),
                         expected_version=current.version,
                     )

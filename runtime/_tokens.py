@@ -23,9 +23,10 @@ Scopes:
   and read its logs. Listing C with it answers only N (an empty list when N does not
   exist or does not match the filters); following C's logs follows only N's records.
 
-Failures: no token, or an expired or revoked one -> 401; a token that is not recognised
-or whose scope does not cover the request -> 403. An expired or revoked token is only
-reported as such when its secret verifies, so the answers are no oracle for ids.
+Failures: no token, or an expired or revoked one -> Unauthorized (401); a token that is
+not recognised or whose scope does not cover the request -> Forbidden (403). An expired
+or revoked token is only reported as such when its secret verifies, so the answers are
+no oracle for ids.
 """
 
 from __future__ import annotations
@@ -35,26 +36,29 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any
 
 from wtpy.storage import StoredToken
 
+from ._access import ADMIN, Kind, Principal
 from ._auth import tokens_equal
-from ._http import ApiError
+from ._errors import Forbidden, Invalid, Unauthorized
+from ._names import valid_name
 
 __all__ = [
     "MAX_DESCRIPTION_CHARS",
     "MAX_EXPIRES_IN",
     "SCOPED_TOKEN_PREFIX",
-    "Principal",
     "TokenRegistry",
+    "TokenRequest",
     "format_time",
     "hash_token",
     "new_scoped_token",
     "parse_time",
+    "token_request",
     "token_view",
 ]
 
@@ -64,8 +68,6 @@ _SCOPED_RE = re.compile(r"wtpy_t_([0-9a-f]{16})_[A-Za-z0-9_-]{43}", re.ASCII)
 MAX_DESCRIPTION_CHARS = 1024
 MAX_EXPIRES_IN = 10 * 366 * 24 * 3600  # ten years
 _DUMMY_HASH = hashlib.sha256(b"wtpy: no such token").hexdigest()
-
-Kind = Literal["admin", "container", "webtask"]
 
 
 def hash_token(token: str) -> str:
@@ -93,54 +95,6 @@ def parse_time(text: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who a management request is: the admin, or a token scoped to a container/webtask."""
-
-    kind: Kind
-    container: str | None = None
-    name: str | None = None
-    token_id: str | None = None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.kind == "admin"
-
-    def allows(self, container: str | None, name: str | None = None, *, narrow: bool = False) -> bool:
-        """May this principal act on `container` (name None: the whole container) or on
-        `container/name`? With narrow=True a webtask token may ask for its whole container
-        and the caller promises to restrict the answer to `self.name`."""
-        if self.kind == "admin":
-            return True
-        if container is None or container != self.container:
-            return False
-        if self.kind == "container":
-            return True
-        if name is None:
-            return narrow
-        return name == self.name
-
-    def require(self, container: str | None, name: str | None = None, *, narrow: bool = False) -> None:
-        if not self.allows(container, name, narrow=narrow):
-            raise ApiError(403, "forbidden", self._forbidden_message(container, name))
-
-    def describe(self) -> str:
-        if self.kind == "admin":
-            return "the admin token"
-        if self.kind == "container":
-            return f"a token scoped to container {self.container!r}"
-        return f"a token scoped to webtask {self.container}/{self.name}"
-
-    def _forbidden_message(self, container: str | None, name: str | None) -> str:
-        if container is None:
-            return f"This call needs the admin token; this is {self.describe()}"
-        target = f"container {container!r}" if name is None else f"webtask {container}/{name}"
-        return f"This token may not access {target}: it is {self.describe()}"
-
-
-ADMIN = Principal("admin")
 
 
 @dataclass(slots=True)
@@ -176,7 +130,7 @@ class TokenRegistry:
         return len(self._entries)
 
     def authenticate(self, token: str, admin_token: str, now: float | None = None) -> Principal:
-        """The principal of a presented bearer token, or ApiError 401/403."""
+        """The principal of a presented bearer token; Unauthorized or Forbidden otherwise."""
         if tokens_equal(token, admin_token):
             return ADMIN
         match = _SCOPED_RE.fullmatch(token)
@@ -184,16 +138,12 @@ class TokenRegistry:
         presented = hash_token(token)
         stored = entry.row.hash if entry is not None else _DUMMY_HASH
         if not hmac.compare_digest(presented, stored) or entry is None:
-            raise ApiError(403, "forbidden", "This token is not a valid wtpy management token")
+            raise Forbidden("This token is not a valid wtpy management token")
         row = entry.row
         if entry.revoked:
-            raise ApiError(
-                401, "unauthorized", f"This token (id {row.id}) was revoked at {row.revoked_at}"
-            )
+            raise Unauthorized(f"This token (id {row.id}) was revoked at {row.revoked_at}")
         if entry.expires_ts is not None and (time.time() if now is None else now) >= entry.expires_ts:
-            raise ApiError(
-                401, "unauthorized", f"This token (id {row.id}) expired at {row.expires_at}"
-            )
+            raise Unauthorized(f"This token (id {row.id}) expired at {row.expires_at}")
         kind: Kind = "container" if row.name is None else "webtask"
         return Principal(kind, row.container, row.name, row.id)
 
@@ -223,3 +173,65 @@ def token_view(row: StoredToken) -> dict[str, object]:
         "revoked_at": row.revoked_at,
         "status": token_status(row),
     }
+
+
+# --- what POST /api/tokens may ask for ---------------------------------------------------
+
+_TOKEN_FIELDS = frozenset({"container", "name", "description", "expires_in", "expires_at"})
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    """A validated request for a new scoped token."""
+
+    container: str
+    name: str | None
+    description: str
+    expires_ts: float | None
+
+
+def token_request(body: Mapping[str, Any], now: float) -> TokenRequest:
+    """Check a token request's fields; Invalid (code invalid_token or invalid_name) otherwise."""
+    unknown = sorted(set(body) - _TOKEN_FIELDS)
+    if unknown:
+        raise Invalid(f"Unknown field(s): {', '.join(map(repr, unknown))}", code="invalid_token")
+    container, name = body.get("container"), body.get("name")
+    if not isinstance(container, str) or not valid_name(container):
+        raise Invalid("'container' must be a valid container name", code="invalid_name")
+    if name is not None and (not isinstance(name, str) or not valid_name(name)):
+        raise Invalid("'name' must be a valid webtask name or null", code="invalid_name")
+    description = body.get("description")
+    if description is None:
+        description = ""
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS:
+        raise Invalid(
+            f"'description' must be a string of at most {MAX_DESCRIPTION_CHARS} characters", code="invalid_token"
+        )
+    try:
+        description.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Invalid("'description' is not valid Unicode text", code="invalid_token") from None
+    return TokenRequest(container, name, description, _expiry(body, now))
+
+
+def _expiry(body: Mapping[str, Any], now: float) -> float | None:
+    expires_in, expires_at = body.get("expires_in"), body.get("expires_at")
+    if expires_in is not None and expires_at is not None:
+        raise Invalid("Give 'expires_in' or 'expires_at', not both", code="invalid_token")
+    if expires_in is not None:
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
+            raise Invalid("'expires_in' must be a number of seconds", code="invalid_token")
+        if not 1 <= expires_in <= MAX_EXPIRES_IN:
+            raise Invalid(f"'expires_in' must be from 1 to {MAX_EXPIRES_IN} seconds", code="invalid_token")
+        return now + float(expires_in)
+    if expires_at is not None:
+        try:
+            when = parse_time(expires_at)
+        except (ValueError, TypeError, OverflowError):
+            raise Invalid(
+                "'expires_at' must be an ISO 8601 time such as 2030-01-31T12:00:00Z", code="invalid_token"
+            ) from None
+        if not now < when <= now + MAX_EXPIRES_IN:
+            raise Invalid("'expires_at' must be in the future, at most ten years ahead", code="invalid_token")
+        return when
+    return None

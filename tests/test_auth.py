@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from wtpy.runtime._access import bearer_token
 from wtpy.runtime._auth import (
     ADMIN_TOKEN_FILE,
     AdminTokenError,
-    bearer_token,
     load_or_create_admin_token,
     new_token,
     tokens_equal,

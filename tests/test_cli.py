@@ -273,9 +273,9 @@ def test_lazy_commands_and_error_mapping_for_plugins(runner: CliRunner, monkeypa
 
 
 def test_serve_passes_options(runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    runtime = importlib.import_module("wtpy.runtime")
+    server = importlib.import_module("wtpy.server")
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(runtime, "serve", lambda **kw: calls.append(kw), raising=False)
+    monkeypatch.setattr(server, "serve", lambda **kw: calls.append(kw))
     result = wtpy(runner, "serve", "--host", "0.0.0.0", "--port", "9000", "--data-dir", str(tmp_path), "--workers", "3")
     assert result.exit_code == 0, result.output
     assert calls == [{"host": "0.0.0.0", "port": 9000, "data_dir": tmp_path, "workers": 3}]

@@ -7,7 +7,6 @@ Starlette "fake hook" served by uvicorn on a loopback port (real sockets, real t
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,8 +14,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
-from conftest import free_port
+from conftest import ThreadServer, free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -92,23 +90,10 @@ async def fake_hook(request: Request) -> Response:
 
 @pytest.fixture(scope="module")
 def hook_url() -> Iterator[str]:
-    """A uvicorn server in a background thread; yields its base URL."""
-    port = free_port()
+    """The fake hook under uvicorn in a background thread; yields its base URL."""
     app = Starlette(routes=[Route("/api/run/default/{mode}", fake_hook, methods=["POST"])])
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
-        timeout_graceful_shutdown=1,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "fake hook did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}/api/run/default"
-    server.should_exit = True
-    thread.join(10)
+    with ThreadServer(app) as server:
+        yield f"{server.url}/api/run/default"
 
 
 def test_real_success_documented_rule(hook_url: str) -> None:

@@ -18,11 +18,12 @@ import orjson
 import pytest
 from conftest import cc_meta, raw_request
 
-from wtpy.runtime import _app, _invoke
+from wtpy.runtime import _invoke
 from wtpy.sandbox._pool import ArgumentsNotEncodable, JobResult
 from wtpy.sandbox._procs import WorkerProc
 from wtpy.sandbox._protocol import FrameError, encode
 from wtpy.sandbox._worker import Worker
+from wtpy.server import _app
 
 # --------------------------------------------------------------------------- pool frames
 
@@ -498,7 +499,7 @@ def test_invocation_answers_are_one_write_and_other_paths_are_uvicorns() -> None
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
-    from wtpy.runtime._httpproto import http_protocol
+    from wtpy.server._httpproto import http_protocol
 
     body = b'{"status":"success"}'
 

@@ -21,17 +21,17 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 from click.testing import CliRunner
-from conftest import CC, CC_BODY, WtpyServer, cc_meta, free_port
-from starlette.applications import Starlette
+from conftest import CC, CC_BODY, ThreadServer, WtpyServer, cc_meta
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from wtpy.cli._logs import SSEParser, follow, format_record
-from wtpy.runtime import _logs
-from wtpy.runtime._logs import MASK, LogFilter, LogHub, masker, parse_duration, parse_since
+from wtpy.runtime import Runtime, Settings, _logs
+from wtpy.runtime._logs import LogFilter, LogHub, parse_duration, parse_since
+from wtpy.runtime._masking import MASK, masker
+from wtpy.server import create_app
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 SUMMARY_KEYS = {
@@ -510,25 +510,30 @@ def test_cli_logs_help_lists_options() -> None:
         assert option in result.output
 
 
-# --- the SSE endpoint on a stub app (no sandbox needed) ---------------------------------------
+# --- the SSE endpoint on the real app over a runtime never started (no sandbox needed) -----------
 
 
-class _StubRuntime:
-    def __init__(self, hub: LogHub, token: str) -> None:
-        self.logs = hub
+class _UnstartedRuntime(Runtime):
+    """A Runtime without store or workers: its tokens, hub and admin token are the real
+    ones; only `get` answers from a set instead of the store."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(Settings(announce_token=False, workers=1))
+        self.logs = LogHub(id_base=0)
         self.admin_token = token
         self.known = {("default", "known")}
 
-    async def get(self, container: str, name: str) -> object | None:
+    async def get(self, container: str, name: str) -> Any:
         return object() if (container, name) in self.known else None
 
 
-class StubServer:
-    """The logs routes plus POST /publish, under uvicorn in a thread."""
+class StubServer(ThreadServer):
+    """The app (lifespan off) plus POST /publish, under uvicorn in a thread."""
 
     def __init__(self) -> None:
         self.token = "wtpy_stub-token"
-        self.hub = LogHub(id_base=0)
+        runtime = _UnstartedRuntime(self.token)
+        self.hub = runtime.logs
 
         async def publish_endpoint(request: Request) -> Response:
             body = await request.json()
@@ -536,26 +541,9 @@ class StubServer:
                     outcome=body.get("outcome", "success"), secrets=body.get("secrets"))  # fmt: skip
             return Response(str(self.hub.last_id))
 
-        app = Starlette(routes=[*_logs.routes, Route("/publish", publish_endpoint, methods=["POST"])])
-        app.state.runtime = _StubRuntime(self.hub, self.token)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="off", timeout_graceful_shutdown=2)  # fmt: skip
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> StubServer:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "stub server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        app = create_app(runtime.settings, runtime)
+        app.router.routes.append(Route("/publish", publish_endpoint, methods=["POST"]))
+        super().__init__(app)
 
     def publish(self, name: str, *lines: tuple[str, str], **body: Any) -> int:
         response = httpx.post(f"{self.url}/publish", json={"name": name, "lines": lines, **body})

@@ -13,8 +13,6 @@ import hashlib
 import logging
 import os
 import stat
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +21,8 @@ import httpx
 import jwt
 import orjson
 import pytest
-import uvicorn
 from click.testing import CliRunner
-from conftest import REPO, free_port
+from conftest import REPO, ThreadServer, free_port
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -126,27 +123,17 @@ class FakeRuntime:
         return httpx.Response(200, content=envelope_success(result))
 
 
-class Served:
-    """An app served by uvicorn on a loopback port in a background thread, with an httpx client."""
+class Served(ThreadServer):
+    """The token server under uvicorn in a background thread, with an httpx client."""
 
     def __init__(self, app: Any) -> None:
-        port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "token server did not start"
-            time.sleep(0.01)
-        self.http = httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", headers={"User-Agent": "pytest-agent"}, timeout=10
-        )
+        super().__init__(app, lifespan="on")
+        self.start()
+        self.http = httpx.Client(base_url=self.url, headers={"User-Agent": "pytest-agent"}, timeout=10)
 
     def close(self) -> None:
         self.http.close()
-        self.server.should_exit = True
-        self.thread.join(10)
+        self.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Small HTTP helpers shared by the management API and the invocation endpoint."""
+"""Small HTTP helpers shared by the management API, the logs and the invocation endpoint."""
 
 from __future__ import annotations
 
@@ -8,13 +8,27 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["JSON", "ApiError", "api_error_body", "check_declared_length", "too_large", "where_raised", "json_response", "error_response", "read_body", "read_json_object"]
+from wtpy.runtime import Principal, Runtime, presented_token
+
+__all__ = [
+    "JSON",
+    "ApiError",
+    "caller",
+    "check_declared_length",
+    "json_response",
+    "read_body",
+    "read_json_object",
+    "runtime_of",
+    "too_large",
+    "where_raised",
+]
 
 JSON = "application/json"
 
 
 class ApiError(Exception):
-    """A management-API failure with an HTTP status, a stable code and a human message."""
+    """A request the HTTP layer refuses (body, headers, query), with its status, a stable
+    code and a human message. The domain's refusals are wtpy.runtime._errors."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -23,16 +37,20 @@ class ApiError(Exception):
         self.message = message
 
 
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def caller(request: Request, *, key: str | None = None) -> Principal:
+    """Who sent `request`: its Bearer token, or `key` (the logs endpoint's `?key=`) when it
+    sent no Authorization header. Unauthorized or Forbidden when that is nobody."""
+    token = presented_token(request.headers.get("authorization"), key)
+    return runtime_of(request).authenticate(token)
+
+
 def json_response(content: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type=JSON)
-
-
-def api_error_body(error: ApiError) -> bytes:
-    return orjson.dumps({"error": error.code, "message": error.message})
-
-
-def error_response(error: ApiError) -> Response:
-    return Response(api_error_body(error), status_code=error.status, media_type=JSON)
 
 
 def too_large(limit: int) -> ApiError:

@@ -8,18 +8,17 @@ import sys
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from wtpy.runtime import Runtime, Settings
 from wtpy.sandbox import OsSandboxUnavailable
 
-from . import _api, _invoke, _logs
-from ._http import ApiError, error_response, json_response, where_raised
-from ._runtime import Runtime
-from ._settings import Settings
+from . import _api, _invoke, _sse
+from ._errors import exception_handlers
+from ._http import json_response, where_raised
 
 __all__ = ["create_app"]
 
@@ -28,18 +27,6 @@ logger = logging.getLogger("wtpy")
 
 async def health(request: Request) -> Response:
     return json_response({"status": "ok"})
-
-
-async def http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    code = codes.get(exc.status_code, "bad_request")
-    return error_response(ApiError(exc.status_code, code, str(exc.detail)))
-
-
-async def server_error(request: Request, exc: Exception) -> Response:
-    # Logged by _App.__call__, where the exception ends up once this answer is sent.
-    return error_response(ApiError(500, "internal_error", "Internal server error"))
 
 
 class _App(Starlette):
@@ -63,7 +50,7 @@ class _App(Starlette):
         try:
             await super().__call__(scope, receive, send)
         except Exception as exc:
-            # Starlette answered 500 (server_error) if it could, then re-raised for the server
+            # Starlette answered 500 (_errors.py) if it could, then re-raised for the server
             # to log: uvicorn would log the whole traceback, messages included, which may
             # hold secrets. The type and where it was raised are enough to find the bug.
             logger.error(
@@ -95,8 +82,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> Starlette:
             await runtime.close()
 
     app = _App(
-        routes=[Route("/healthz", health), *_api.routes, *_logs.routes],
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        routes=[Route("/healthz", health), *_api.routes, *_sse.routes],
+        exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
     app.state.runtime = runtime

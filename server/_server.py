@@ -7,9 +7,10 @@ from pathlib import Path
 
 import uvicorn
 
+from wtpy.runtime import Settings
+
 from ._app import create_app
 from ._httpproto import http_protocol
-from ._settings import Settings
 
 __all__ = ["serve"]
 
