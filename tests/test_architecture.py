@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -14,12 +13,11 @@ WEB_STACK = ("starlette", "sse_starlette", "uvicorn")
 
 
 def _modules() -> dict[str, Path]:
-    """Every module of wtpy (name -> file), from the package-dir map in pyproject.toml."""
-    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    """Every module of wtpy (name -> file): the files under wtpy/."""
     modules: dict[str, Path] = {}
-    for package, folder in config["tool"]["setuptools"]["package-dir"].items():
-        for path in sorted((REPO / folder).glob("*.py")):
-            modules[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+    for path in sorted((REPO / "wtpy").rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return modules
 
 

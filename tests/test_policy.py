@@ -1,4 +1,4 @@
-"""The language layer (sandbox/_rp_guards.py) on its own, in process.
+"""The language layer (wtpy/sandbox/_rp_guards.py) on its own, in process.
 
 Hooks run through the real worker code (`_worker.Worker.handle`, in this process), so the
 module state they leave behind can be inspected directly, and `reset_module_state()` is

@@ -25,7 +25,7 @@ from wtpy.sandbox._pool import (
 
 HERE = Path(__file__).resolve().parent
 FAKE = [sys.executable, "-I", str(HERE / "fake_worker.py")]
-REAL_WORKER = HERE.parent / "sandbox" / "_worker.py"
+REAL_WORKER = HERE.parent / "wtpy" / "sandbox" / "_worker.py"
 KEY = "k" * 64
 T = TypeVar("T")
 
@@ -495,7 +495,7 @@ def test_run_before_start_is_an_error() -> None:
 
 # --------------------------------------------------------------------------- real worker
 
-real = pytest.mark.skipif(not REAL_WORKER.exists(), reason="sandbox/_worker.py not written yet")
+real = pytest.mark.skipif(not REAL_WORKER.exists(), reason="wtpy/sandbox/_worker.py not written yet")
 
 SAMPLE_HOOK = """
 def hook(client, scope, audience, context, cb):

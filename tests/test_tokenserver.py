@@ -1,4 +1,4 @@
-"""wtpy.tokenserver: grants, client/user authentication, hook outcomes, JWT and JWKS, config.
+"""wtpy.tokenserver: grants, wtpy/client/user authentication, hook outcomes, JWT and JWKS, config.
 
 The hook is played by an httpx.MockTransport that speaks the runtime's wire format and
 runs the documented rule (adds https://foo.com/claim and scope "extra"); "unreachable"

@@ -69,4 +69,4 @@ def command(config_path: Path, host: str, port: int, log_level: str) -> None:
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
 
 
-tokenserver = command  # the name cli/__init__.py's example registers lazily
+tokenserver = command  # the name wtpy/cli/__init__.py's example registers lazily

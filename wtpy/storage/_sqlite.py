@@ -69,7 +69,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
-    # 1 -> 2: scoped management tokens (see runtime/_tokens.py). Only a SHA-256 of each
+    # 1 -> 2: scoped management tokens (see wtpy/runtime/_tokens.py). Only a SHA-256 of each
     # token is stored: the token itself is shown once, when it is created.
     (
         """
