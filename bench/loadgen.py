@@ -23,11 +23,6 @@ from pathlib import Path
 
 import orjson
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover
-    uvloop = None
-
 
 class _Conn(asyncio.Protocol):
     def __init__(self, stats: _Stats, requests: list[bytes], expect: bytes | None) -> None:
@@ -175,7 +170,11 @@ def main() -> None:
     args = parser.parse_args()
     if not args.path and not args.paths_file:
         parser.error("--path or --paths-file is required")
-    if uvloop is not None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        pass
+    else:
         uvloop.install()
     result = asyncio.run(_main(args))
     sys.stdout.write(orjson.dumps(result).decode() + "\n")

@@ -406,7 +406,8 @@ end
                     "--timeout", "30s", "-s", str(script), url]  # fmt: skip
             out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
             line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
-            return orjson.loads(line[len("RESULT ") :])
+            result: dict[str, Any] = orjson.loads(line[len("RESULT ") :])
+            return result
 
         if warmup > 0:
             once(warmup)
@@ -432,7 +433,7 @@ end
         if paths_file is not None:
             argv += ["--paths-file", str(paths_file)]
         out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-        result = orjson.loads(out.strip().splitlines()[-1])
+        result: dict[str, Any] = orjson.loads(out.strip().splitlines()[-1])
         result["errors"] += result.pop("bad_body", 0)
         return result
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -98,7 +98,7 @@ class ManagementClient:
         url: str,
         *,
         body: Any = None,
-        params: list[tuple[str, str]] | None = None,
+        params: Sequence[tuple[str, str]] | None = None,
         headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
         admin: bool = True,
@@ -111,8 +111,10 @@ class ManagementClient:
             content = orjson.dumps(body)
         all_headers.update(headers or {})
         try:
+            # A tuple of pairs: httpx types a list of them invariantly (str values not accepted).
+            query = tuple(params) if params else None
             response = self._client.request(
-                method, url, content=content, params=params, headers=all_headers
+                method, url, content=content, params=query, headers=all_headers
             )
         except httpx.TransportError as error:
             raise UnreachableError(self.url, _reason(error)) from None
@@ -159,7 +161,7 @@ class ManagementClient:
         params = [("decrypt", "1")] if decrypt else None
         return _json_object(self._send("GET", self._webtask_path(container, name), params=params))
 
-    def list(
+    def list_webtasks(
         self, container: str, meta: Mapping[str, str] | Iterable[tuple[str, str]] = ()
     ) -> list[Webtask]:
         """The container's webtasks (no code), optionally only those whose meta match all filters."""

@@ -66,7 +66,8 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = EXIT_INVALID) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        # click types exit_code a ClassVar, but its main() exits with the instance's value.
+        self.exit_code = exit_code  # type: ignore[misc]
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
@@ -511,7 +512,7 @@ def init(
         return
     try:
         with _client(new) as client:
-            webtasks = client.list(container)
+            webtasks = client.list_webtasks(container)
     except ApiError as error:
         raise CliError(
             f"profile saved, but verification failed: {_api_error_message(error)}",
@@ -689,7 +690,7 @@ def ls(meta: tuple[str, ...], as_json: bool, profile: str | None, container: str
     filters = parse_pairs(meta, "--meta")
     target = get_profile(profile, container)
     with _client(target) as client:
-        webtasks = client.list(target.container, filters)
+        webtasks = client.list_webtasks(target.container, filters)
     if as_json:
         echo_json(webtasks)
     elif webtasks:

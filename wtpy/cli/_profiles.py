@@ -145,7 +145,7 @@ def save_profile(path: Path, profile: Profile, *, make_default: bool = False) ->
         "token": profile.token,
         "container": profile.container,
     }
-    default = data["default"]
+    default: str | None = data["default"]
     if make_default or default is None or default not in profiles:
         default = profile.name
     text = yaml.safe_dump(

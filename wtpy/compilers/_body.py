@@ -58,10 +58,9 @@ def node_headers(headers: Mapping[str, str] | Iterable[tuple[str, str] | tuple[b
     if type(headers) is NodeHeaders:
         return headers
     merged = NodeHeaders()
-    for raw_key, value in headers.items() if isinstance(headers, Mapping) else headers:
-        if isinstance(raw_key, bytes):
-            raw_key, value = raw_key.decode("latin-1"), value.decode("latin-1")  # type: ignore[union-attr]
-        key = raw_key.lower()
+    for raw_key, raw_value in headers.items() if isinstance(headers, Mapping) else headers:
+        key = (raw_key.decode("latin-1") if isinstance(raw_key, bytes) else raw_key).lower()
+        value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else raw_value
         if key not in merged:
             merged[key] = value
         elif key in _FIRST_WINS:

@@ -204,6 +204,7 @@ class _SuccessEntry(_Entry):
     """A success summary whose record is built when it is first read (records, streams)."""
 
     __slots__ = ("_fields",)
+    name: str  # an invocation's summary always names its webtask
 
     def __init__(
         self, record_id: int, ts: float, container: str, name: str, request_id: str, compiler: str, duration_ms: float
@@ -217,8 +218,9 @@ class _SuccessEntry(_Entry):
         self._fields = (request_id, compiler, round(float(duration_ms), 1))
         self.size = _ENTRY_OVERHEAD + 32  # the message: "success (<duration> ms)"
 
-    @property  # type: ignore[override]
-    def record(self) -> dict[str, Any]:
+    # A read-only property over the base's slot: no entry's record is ever reassigned.
+    @property
+    def record(self) -> dict[str, Any]:  # type: ignore[override]
         request_id, compiler, duration = self._fields
         return _summary(
             self.id, iso_time(self.ts), self.container, self.name, request_id, compiler, "success", duration,

@@ -67,7 +67,7 @@ def decode(payload: bytes | bytearray, start: int = 0) -> dict[str, Any]:
 
 
 def _length(header: bytes) -> int:
-    (length,) = _HEADER.unpack(header)
+    length: int = _HEADER.unpack(header)[0]
     if length > MAX_FRAME_BYTES:
         raise FrameError(f"frame of {length} bytes exceeds {MAX_FRAME_BYTES}")
     return length

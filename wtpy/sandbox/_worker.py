@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import gc
+import importlib
 import os
 import resource
 import signal
@@ -78,7 +79,7 @@ GID_ENV = "WTPY_WORKER_GID"
 def _preload() -> None:
     """Import now what hooks would otherwise import lazily: once privileges are dropped the
     interpreter's files may no longer be readable (e.g. a Python under /root)."""
-    import _strptime  # noqa: F401  (datetime.strptime, time.strptime)
+    importlib.import_module("_strptime")  # datetime.strptime, time.strptime; has no stubs
 
     for name in _PRELOAD_CODECS:
         with contextlib.suppress(LookupError):

@@ -59,8 +59,6 @@ def _serve_restricted(proto_in: BinaryIO, proto_out: BinaryIO, memory_mb: int, s
 
 def preload() -> None:
     """Import what hooks would otherwise import lazily: a sandboxed worker sees no files."""
-    import _strptime  # noqa: F401  (datetime.strptime, time.strptime)
-
     worker_module._preload()
     for info in pkgutil.iter_modules(encodings.__path__):
         with contextlib.suppress(Exception):
@@ -88,7 +86,8 @@ class Zygote:
         signal.set_wakeup_fd(self._wakeup_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # the wakeup fd does the work
         while True:
-            readable, _, _ = select.select([self.control, self._wakeup_r], [], [])
+            watched: list[socket.socket | int] = [self.control, self._wakeup_r]
+            readable, _, _ = select.select(watched, [], [])
             if self._wakeup_r in readable:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wakeup_r, 4096)

@@ -18,11 +18,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ._invoke import INVOKE_PREFIX
+
+if TYPE_CHECKING:  # httptools (and so this module of uvicorn's) may not be installed
+    from uvicorn._types import HTTPResponseStartEvent
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 __all__ = ["DEFAULT_MAX_HEADER_BYTES", "http_protocol"]
 
@@ -53,18 +57,14 @@ def _response_431(limit: int) -> bytes:
 def http_protocol(max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> type[asyncio.Protocol] | str:
     """The `http=` argument for uvicorn: httptools with a head-size cap, or "h11"."""
     try:
-        from uvicorn.protocols.http.httptools_impl import (
-            STATUS_LINE,
-            HttpToolsProtocol,
-            RequestResponseCycle,
-        )
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
     except ImportError:  # httptools not installed: h11 enforces h11_max_incomplete_event_size
         return "h11"
     limit = max(1024, int(max_header_bytes))
     too_large = _response_431(limit)
-    invocation_cycle = _invocation_cycle(RequestResponseCycle, STATUS_LINE)
+    invocation_cycle = _invocation_cycle()
 
-    class LimitedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
+    class LimitedHttpToolsProtocol(HttpToolsProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._wtpy_in_head = True  # before the first request: its head is coming
@@ -137,7 +137,7 @@ def http_protocol(max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> type[asyn
     return LimitedHttpToolsProtocol
 
 
-def _invocation_cycle(base: type[Any], status_line: dict[int, bytes]) -> type[Any]:
+def _invocation_cycle() -> type[RequestResponseCycle]:
     """uvicorn's request/response cycle for invocations, answering in one write.
 
     The invocation handler always sends one `http.response.start` whose headers it built
@@ -145,11 +145,12 @@ def _invocation_cycle(base: type[Any], status_line: dict[int, bytes]) -> type[An
     `http.response.body`. This cycle holds the head until the body and writes both at once:
     one syscall, one loopback segment and one wake-up of the client instead of two each, and
     no per-header validation of values that cannot be invalid. Any other sequence of
-    messages goes through uvicorn's own `send`, unchanged.
+    messages goes through uvicorn's own `send`, unchanged. Called once httptools imported.
     """
+    from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 
-    class InvocationCycle(base):  # type: ignore[misc, valid-type]
-        _held: dict[str, Any] | None = None
+    class InvocationCycle(RequestResponseCycle):
+        _held: HTTPResponseStartEvent | None = None
 
         async def send(self, message: Any) -> None:
             kind = message["type"]
@@ -170,7 +171,7 @@ def _invocation_cycle(base: type[Any], status_line: dict[int, bytes]) -> type[An
                 return
             self.response_started = True
             self.waiting_for_100_continue = False
-            content = [status_line[held["status"]]]
+            content = [STATUS_LINE[held["status"]]]
             has_connection = False
             for name, value in (*self.default_headers, *held.get("headers", ())):
                 if name == b"connection":
