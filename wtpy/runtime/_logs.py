@@ -40,7 +40,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from secrets import token_hex
@@ -630,7 +630,7 @@ class LogHub:
         subscription.wake.set()
         self._subscribers.discard(subscription)
 
-    async def events(self, subscription: Subscription) -> AsyncIterator[bytes]:
+    async def events(self, subscription: Subscription) -> AsyncGenerator[bytes, None]:
         """The SSE byte stream of one follower: retry hint, replay, then live records."""
         try:
             yield b"retry: %d\r\n\r\n" % RETRY_MS

@@ -15,7 +15,6 @@ incomplete, which may overshoot by one socket read. Either way memory stays boun
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from ._invoke import INVOKE_PREFIX
 
 if TYPE_CHECKING:  # httptools (and so this module of uvicorn's) may not be installed
     from uvicorn._types import HTTPResponseStartEvent
-    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 __all__ = ["DEFAULT_MAX_HEADER_BYTES", "http_protocol"]
 
@@ -54,7 +53,9 @@ def _response_431(limit: int) -> bytes:
     )
 
 
-def http_protocol(max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> type[asyncio.Protocol] | str:
+def http_protocol(
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+) -> type[HttpToolsProtocol] | str:
     """The `http=` argument for uvicorn: httptools with a head-size cap, or "h11"."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
