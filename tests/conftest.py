@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Self
 
 import httpx
 import pytest
@@ -48,7 +48,7 @@ def free_port() -> int:
 class ThreadServer:
     """An ASGI app under uvicorn on a loopback port, in a background thread of this process."""
 
-    def __init__(self, app: Any, *, lifespan: str = "off") -> None:
+    def __init__(self, app: Any, *, lifespan: Literal["auto", "on", "off"] = "off") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
@@ -67,7 +67,7 @@ class ThreadServer:
         self.server.should_exit = True
         self.thread.join(10)
 
-    def __enter__(self) -> ThreadServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -139,8 +139,8 @@ class WtpyServer:
                 json={"code": code, "meta": meta, "secrets": secrets or {}},
             )
 
-    def run(self, name: str, body: object = None, secret: str | None = None, container: str = "default", **kwargs: object) -> httpx.Response:
-        headers = dict(kwargs.pop("headers", {}) or {})  # type: ignore[call-overload]
+    def run(self, name: str, body: object = None, secret: str | None = None, container: str = "default", **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})
         if secret is not None:
             headers["Authorization"] = f"Bearer {secret}"
         return httpx.post(

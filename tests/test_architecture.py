@@ -32,7 +32,6 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[str,
             in_function.update(id(inner) for inner in ast.walk(node) if inner is not node)
     found: list[tuple[str, int, bool]] = []
     for node in ast.walk(tree):
-        targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -44,6 +43,8 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[str,
                 source = node.module or ""
             # `from pkg import mod` imports the module pkg.mod; `from mod import name`, mod.
             targets = [f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source for a in node.names]
+        else:
+            continue
         found += [(target, node.lineno, id(node) in in_function) for target in targets if target in modules]
     return found
 

@@ -52,7 +52,7 @@ def test_admin_token_unusable_file(tmp_path: Path, content: bytes) -> None:
         assert "two words" not in str(info.value)
 
 
-def _race(data_dir: str, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _race(data_dir: str, queue: multiprocessing.Queue) -> None:
     queue.put(load_or_create_admin_token(Path(data_dir)))
 
 

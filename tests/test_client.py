@@ -65,26 +65,26 @@ def documented_rule(body: dict[str, Any]) -> dict[str, Any]:
 async def fake_hook(request: Request) -> Response:
     mode = request.path_params["mode"]
     raw = await request.body()
-    json = {"media_type": "application/json"}
+    json = "application/json"
     if mode == "rule":
         if request.headers.get("authorization") != f"Bearer {SECRET}":
-            return Response(failure("Error", "Unauthorized extensibility point", statusCode=500), **json)
-        return Response(success(documented_rule(orjson.loads(raw))), **json)
+            return Response(failure("Error", "Unauthorized extensibility point", statusCode=500), media_type=json)
+        return Response(success(documented_rule(orjson.loads(raw))), media_type=json)
     if mode == "nodata":
-        return Response(success(has_data=False), **json)
+        return Response(success(has_data=False), media_type=json)
     if mode == "error":
-        return Response(failure("InvalidScopeError", "scope not allowed", error_description="x"), **json)
+        return Response(failure("InvalidScopeError", "scope not allowed", error_description="x"), media_type=json)
     if mode == "echo":
-        return Response(success({"headers": dict(request.headers), "body": orjson.loads(raw)}), **json)
+        return Response(success({"headers": dict(request.headers), "body": orjson.loads(raw)}), media_type=json)
     if mode == "slow":
         await asyncio.sleep(1.5)
-        return Response(success({}), **json)
+        return Response(success({}), media_type=json)
     if mode == "malformed":
-        return Response(b'{"statusCode": 200, "status": "weird"}', **json)
+        return Response(b'{"statusCode": 200, "status": "weird"}', media_type=json)
     if mode == "notjson":
         return Response(b"<html>gateway</html>", media_type="text/html")
     if mode == "missing":
-        return Response(b'{"error":"not_found","message":"Webtask default/x not found"}', 404, **json)
+        return Response(b'{"error":"not_found","message":"Webtask default/x not found"}', 404, media_type=json)
     return Response(b"", 500)
 
 
@@ -417,7 +417,7 @@ def test_constructor_and_argument_checks() -> None:
     with pytest.raises(TypeError):
         hook.client_credentials([], [], AUDIENCE)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        hook.client_credentials(CLIENT, "a b", AUDIENCE)  # type: ignore[arg-type]
+        hook.client_credentials(CLIENT, "a b", AUDIENCE)
     with pytest.raises(TypeError):
         hook.client_credentials(CLIENT, [], None)  # type: ignore[arg-type]
     with pytest.raises(TypeError):

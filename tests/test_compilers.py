@@ -181,7 +181,7 @@ def test_register_extension_and_duplicates() -> None:
 @pytest.mark.parametrize("bad_name", ["", " padded ", None])
 def test_register_rejects_bad_names(bad_name: Any) -> None:
     custom = _Custom()
-    custom.name = bad_name  # type: ignore[assignment]
+    custom.name = bad_name
     with pytest.raises(ValueError, match="invalid compiler name"):
         register(custom)
 
@@ -206,6 +206,7 @@ def test_body_not_an_object(name: str, raw: bytes) -> None:
 def _validation_cases() -> list[tuple[str, str, Any, str | None]]:
     """(compiler, field, value, failing field or None) - value `...` removes the field."""
     cases: list[tuple[str, str, Any, str | None]] = []
+    value: Any
     for name in BOTH:
         object_fields = ["client", "user"] if name == PW else ["client"]
         for field in object_fields:

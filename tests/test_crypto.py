@@ -172,7 +172,7 @@ def test_malformed_key_file(tmp_path: Path) -> None:
         SecretBox.from_data_dir(tmp_path, env={})
 
 
-def _race_create(data_dir: str, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _race_create(data_dir: str, queue: multiprocessing.Queue) -> None:
     box = SecretBox.from_data_dir(Path(data_dir), env={})
     queue.put(box.seal("c", "n", {"k": str(os.getpid())}))
 

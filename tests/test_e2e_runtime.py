@@ -169,7 +169,7 @@ def test_authorization_rules(server: WtpyServer) -> None:
 def test_validation_order_and_messages(server: WtpyServer) -> None:
     name = unique("val")
     server.put(name, (SAMPLES / "myrule.py").read_text(), cc_meta())
-    cases = [
+    cases: list[tuple[object, str]] = [
         (None, "Body received by extensibility point is not an object"),
         ([1], "Body received by extensibility point is not an object"),
         ({}, "Body .client received by extensibility point is not an object"),

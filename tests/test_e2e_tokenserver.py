@@ -93,7 +93,7 @@ def verify(token_server: str, access_token: str) -> dict:
 def test_client_credentials_documented_scenario(token_server: str, form: bool) -> None:
     params = {"client_id": "client-1", "client_secret": "client-1-secret", "audience": AUDIENCE,
               "grant_type": "client_credentials"}  # fmt: skip
-    response = httpx.post(f"{token_server}/oauth/token", **({"data": params} if form else {"json": params}))
+    response = httpx.post(f"{token_server}/oauth/token", data=params if form else None, json=None if form else params)
     assert response.status_code == 200, response.text
     assert response.json()["scope"] == "test extra"
     claims = verify(token_server, response.json()["access_token"])
@@ -107,7 +107,7 @@ def test_client_credentials_documented_scenario(token_server: str, form: bool) -
 def test_password_documented_scenario(token_server: str, form: bool) -> None:
     params = {"grant_type": "password", "username": "alice", "password": "wonderland", "client_id": "client-1",
               "client_secret": "client-1-secret", "audience": AUDIENCE, "scope": "test"}  # fmt: skip
-    response = httpx.post(f"{token_server}/oauth/token", **({"data": params} if form else {"json": params}))
+    response = httpx.post(f"{token_server}/oauth/token", data=params if form else None, json=None if form else params)
     assert response.status_code == 200, response.text
     claims = verify(token_server, response.json()["access_token"])
     assert claims["scope"] == "test extra"

@@ -18,7 +18,7 @@ import orjson
 import pytest
 from conftest import cc_meta, raw_request
 
-from wtpy.runtime import _invoke
+from wtpy.runtime import Runtime, Settings, _invoke
 from wtpy.sandbox._pool import ArgumentsNotEncodable, JobResult
 from wtpy.sandbox._procs import WorkerProc
 from wtpy.sandbox._protocol import FrameError, encode
@@ -168,7 +168,7 @@ def test_cached_binding_plans_follow_the_order_of_each_call(code: str, expected:
 def test_a_function_with_attributes_is_not_served_from_the_plan_cache() -> None:
     from wtpy.sandbox import _invocation
 
-    def hook(client, scope):  # type: ignore[no-untyped-def]
+    def hook(client, scope):
         return client
 
     plain = _invocation._cached_plan(hook, CC)
@@ -209,9 +209,9 @@ def _invoke_app(
 ) -> Any:
     """Run `calls` against create_app() with a started runtime, one stored webtask
     (default/rule, client-credentials, secret SECRET) and a recording pool."""
-    settings = _app.Settings(data_dir=tmp_path, database="memory://", announce_token=False, workers=1,
+    settings = Settings(data_dir=tmp_path, database="memory://", announce_token=False, workers=1,
                              max_body_bytes=1000)  # fmt: skip
-    runtime = _app.Runtime(settings)
+    runtime = Runtime(settings)
     pool = _RecordingPool()
     runtime.pool = pool  # type: ignore[assignment]
     app = _app.create_app(settings, runtime)
@@ -532,7 +532,9 @@ def test_invocation_answers_are_one_write_and_other_paths_are_uvicorns() -> None
     async def scenario(path: str) -> list[bytes]:
         config = Config(app=app, proxy_headers=False, access_log=False)
         config.load()
-        protocol = http_protocol()(config, ServerState(), app_state={})  # type: ignore[operator]
+        protocol_class = http_protocol()
+        assert not isinstance(protocol_class, str)  # httptools is installed
+        protocol = protocol_class(config, ServerState(), app_state={})
         transport = Transport()
         protocol.connection_made(transport)
         for _ in range(2):
@@ -557,7 +559,7 @@ def test_an_unhandled_error_in_the_management_api_is_a_500_that_logs_no_message(
     async def boom(request: Any) -> Any:
         raise RuntimeError(f"boom {SECRET}")
 
-    settings = _app.Settings(data_dir=tmp_path, database="memory://", announce_token=False, workers=1)
+    settings = Settings(data_dir=tmp_path, database="memory://", announce_token=False, workers=1)
     app = _app.create_app(settings)
     app.router.routes.append(Route("/api/boom", boom))
 

@@ -29,9 +29,10 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def deploy(server: WtpyServer, code: str, *, secrets: dict[str, str] | None = None, **meta: str) -> str:
+def deploy(server: WtpyServer, code: str, *, secrets: dict[str, str] | None = None, timeout: str | None = None) -> str:
     name = unique("hostile")
-    response = server.put(name, code, cc_meta(**meta), secrets)
+    meta = cc_meta() if timeout is None else cc_meta(**{"wtpy-timeout": timeout})
+    response = server.put(name, code, meta, secrets)
     assert response.status_code == 201, response.text
     return name
 
@@ -231,7 +232,7 @@ def test_deep_recursion(server: WtpyServer, canary: str) -> None:
      "n = 0\nwhile True:\n    n = n + 1\n    log.info('spin')"],
 )  # fmt: skip
 def test_runaway_hooks_time_out_and_others_keep_working(server: WtpyServer, canary: str, body: str) -> None:
-    name = deploy(server, body_hook(body), **{"wtpy-timeout": "1"})
+    name = deploy(server, body_hook(body), timeout="1")
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         started = time.monotonic()
         stuck = pool.submit(invoke, server, name)
@@ -441,7 +442,7 @@ def test_pending_finalizers_never_run_in_another_tenants_invocation(server: Wtpy
     """A suspended generator's `finally` runs when it is finalized. Left for later, tenant
     A's loop would run (and be killed) inside tenant B's invocation; wtpy finalizes an
     invocation's leftovers before answering, so A pays for its own loop."""
-    bomb = deploy(server, FINALIZER_BOMB, **{"wtpy-timeout": "1"})
+    bomb = deploy(server, FINALIZER_BOMB, timeout="1")
     victim = deploy(server, "import re\n\n" + body_hook("re.purge()\nreturn [i * i for i in range(50_000)][-1]"))
     for round_ in range(2):
         envelope = invoke(server, bomb, {**CC_BODY, "context": {"tag": f"{round_}-{uuid.uuid4().hex}"}})
@@ -503,7 +504,7 @@ def test_single_worker_isolation_sequence(many_workers: WtpyServer) -> None:
         (FINALIZER_BOMB, None),
         (body_hook("return sum(range(1000))"), 499500),
     ]
-    names = [deploy(server, code, **{"wtpy-timeout": "1"}) for code, _ in steps]
+    names = [deploy(server, code, timeout="1") for code, _ in steps]
     for _ in range(2):
         for name, (_code, expected) in zip(names, steps, strict=True):
             envelope = invoke(server, name, {**CC_BODY, "context": {"tag": uuid.uuid4().hex}})

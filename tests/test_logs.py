@@ -158,7 +158,7 @@ def test_publishing_never_raises() -> None:
     weird = [{"level": "loud", "message": 42, "time": "yesterday"}, {"message": None}]
     records = hub.publish_invocation(
         container="default", name="x", request_id="r", compiler=CC, outcome="success",
-        duration_ms=0, logs=weird, secrets={"k": 5},  # type: ignore[dict-item]
+        duration_ms=0, logs=weird, secrets={"k": 5},  # type: ignore[arg-type, dict-item]  # ill-typed on purpose
     )  # fmt: skip
     assert [r["message"] for r in records[:2]] == ["42", "None"]
     assert [r["level"] for r in records[:2]] == ["info", "info"]
@@ -851,7 +851,13 @@ def test_e2e_cli_logs_raw(server: WtpyServer, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "wtpy.cli", "logs", name, "--raw", "--tail", "5"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     lines: queue.Queue[bytes] = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(x) for x in process.stdout], daemon=True)  # type: ignore[union-attr]
+
+    def read_lines() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+
+    reader = threading.Thread(target=read_lines, daemon=True)
     reader.start()
     try:
         replayed = [orjson.loads(lines.get(timeout=60)) for _ in range(5)]

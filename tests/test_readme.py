@@ -25,7 +25,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert test_command in ci_script.splitlines()
 
 
-def _commands(group, prefix=()):  # type: ignore[no-untyped-def]
+def _commands(group, prefix=()):
     ctx = group.make_context("wtpy", [], resilient_parsing=True)
     for name in group.list_commands(ctx):
         command = group.get_command(ctx, name)

@@ -54,7 +54,7 @@ def box() -> SecretBox:
 
 
 @pytest.fixture(params=["sqlite", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, box: SecretBox):  # type: ignore[no-untyped-def]
+def store(request: pytest.FixtureRequest, tmp_path: Path, box: SecretBox):
     backend = SqliteBackend(tmp_path / "wtpy.sqlite3") if request.param == "sqlite" else MemoryBackend()
     with SealedStorage(backend, box) as store:
         yield store

@@ -95,6 +95,9 @@ class FakeRuntime:
     """The runtime's invocation endpoint: checks the secret, runs `rule` on the body."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.calls: list[tuple[str, dict[str, str], dict[str, Any]]] = []
         self.rule: Callable[[dict[str, Any]], Any] = self.documented_rule
         self.raw: bytes | None = None
@@ -102,7 +105,7 @@ class FakeRuntime:
 
     @staticmethod
     def documented_rule(body: dict[str, Any]) -> Any:
-        access_token = {"https://foo.com/claim": "bar", "scope": list(body.get("scope") or [])}
+        access_token: dict[str, Any] = {"https://foo.com/claim": "bar", "scope": list(body.get("scope") or [])}
         access_token["scope"].append("extra")
         return access_token
 
@@ -148,7 +151,7 @@ def shared_runtime() -> FakeRuntime:
 
 @pytest.fixture
 def runtime(shared_runtime: FakeRuntime) -> FakeRuntime:
-    shared_runtime.__init__()  # a clean slate for every test
+    shared_runtime.reset()  # a clean slate for every test
     return shared_runtime
 
 
@@ -187,8 +190,9 @@ def make_client(signing_key: SigningKey, runtime: FakeRuntime) -> Iterator[Calla
         item.close()
 
 
-def cc_params(**extra: str) -> dict[str, str]:
-    params = {
+def cc_params(**extra: str | None) -> dict[str, str]:
+    """The request's parameters; a None in `extra` leaves that one out."""
+    params: dict[str, str | None] = {
         "grant_type": "client_credentials",
         "client_id": "client-1",
         "client_secret": "client-1-secret",
@@ -199,8 +203,9 @@ def cc_params(**extra: str) -> dict[str, str]:
     return {key: value for key, value in params.items() if value is not None}
 
 
-def pw_params(**extra: str) -> dict[str, str]:
-    params = {
+def pw_params(**extra: str | None) -> dict[str, str]:
+    """The request's parameters; a None in `extra` leaves that one out."""
+    params: dict[str, str | None] = {
         "grant_type": "password",
         "username": "alice",
         "password": "wonderland",
@@ -626,7 +631,8 @@ def test_sample_config_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert config.hooks["client_credentials"].secret == "from-env"
     assert config.hooks["password"].url.endswith("/api/run/default/password-rule")
     assert config.signing_key == tmp_path / "tokenserver-signing-key.pem"
-    assert config.client("client-1") is not None and config.client("client-1").scopes == ("test",)
+    client = config.client("client-1")
+    assert client is not None and client.scopes == ("test",)
     bob = config.user("bob")
     assert bob is not None and verify_password("correct horse battery staple", bob.password)
 
