@@ -41,12 +41,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from wtpy.contract import valid_name
 from wtpy.storage import StoredToken
 
 from ._access import ADMIN, Kind, Principal
 from ._auth import tokens_equal
 from ._errors import Forbidden, Invalid, Unauthorized
-from ._names import valid_name
 
 __all__ = [
     "MAX_DESCRIPTION_CHARS",
