@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wtpy.contract import DEFAULT_HOST, DEFAULT_PORT
 from wtpy.storage import default_database_url
 
 __all__ = ["DATABASE_URL_ENV", "Settings", "default_data_dir"]
@@ -46,8 +47,8 @@ class Settings:
     # Seconds between reads of the storage's change feed, which makes writes and token
     # revocations by other servers sharing the database visible here.
     sync_interval: float = 1.0
-    host: str = "127.0.0.1"
-    port: int = 8721
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
     # Sandbox worker processes; each runs one hook at a time.
     workers: int = field(default_factory=_default_workers)
     worker_memory_mb: int = 512
