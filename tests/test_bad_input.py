@@ -18,7 +18,7 @@ from conftest import CC_BODY, SAMPLES, WtpyServer, cc_meta, raw_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wtpy.runtime._names import valid_name
+from wtpy.contract import valid_name
 
 SAMPLE = (SAMPLES / "myrule.py").read_text()
 ECHO = "def hook(client, scope, audience, context):\n    return {'context': context, 'audience': audience}\n"

@@ -388,7 +388,7 @@ def test_iso_time_matches_datetime_to_the_millisecond() -> None:
     import random
     from datetime import UTC, datetime
 
-    from wtpy.runtime._logs import iso_time
+    from wtpy.contract import format_time_ms as iso_time
 
     rng = random.Random(7)
     stamps = [1_700_000_000 + rng.random() * 1e6 for _ in range(20_000)]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from wtpy.contract import MAX_CODE_BYTES, MAX_NAME_LENGTH, NAME_RE, valid_name
 from wtpy.files import (
     LOCK_FILE,
     DataDirLocked,
@@ -26,7 +27,6 @@ from wtpy.files import (
     ensure_data_dir,
     read_or_create_file,
 )
-from wtpy.runtime._names import MAX_CODE_BYTES, MAX_NAME_LENGTH, NAME_RE, valid_name
 from wtpy.storage import (
     SCHEMA_VERSION,
     MemoryBackend,

@@ -23,7 +23,7 @@ import orjson
 from rich.console import Console
 from rich.text import Text
 
-from wtpy.runtime._names import valid_name
+from wtpy.contract import valid_name
 
 from ._main import (
     EXIT_BAD_REQUEST,

@@ -15,7 +15,7 @@ import orjson
 import yaml
 
 from wtpy import __version__
-from wtpy.runtime._names import MAX_NAME_LENGTH, valid_name
+from wtpy.contract import MAX_NAME_LENGTH, SECRET_NAME, valid_name
 
 from ._api import ApiError, ManagementClient, UnreachableError
 from ._output import echo_json, info, webtask_details, webtask_table
@@ -57,7 +57,7 @@ EXIT_BAD_REQUEST = 6
 EXIT_SERVER = 7
 EXIT_UNAUTHORISED = 8
 
-AUTH_SECRET = "auth0-extension-secret"
+AUTH_SECRET = SECRET_NAME  # the meta the hook command reads the bearer from
 F = TypeVar("F", bound=Callable[..., Any])
 
 

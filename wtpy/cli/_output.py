@@ -24,7 +24,8 @@ __all__ = [
     "webtask_table",
 ]
 
-COMPILER_META = "wt-compiler"
+from wtpy.contract import COMPILER_META
+
 # Piped output is for scripts and grep: never wrap or truncate a URL to fit 80 columns.
 _PIPE_WIDTH = 4096
 

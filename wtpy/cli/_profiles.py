@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from wtpy.contract import DEFAULT_URL
+
 __all__ = [
     "DEFAULT_CONTAINER",
     "DEFAULT_PROFILE",
@@ -36,7 +38,6 @@ __all__ = [
 
 PROFILES_FILE = "profiles.yaml"
 DEFAULT_PROFILE = "default"
-DEFAULT_URL = "http://127.0.0.1:8721"
 DEFAULT_CONTAINER = "default"
 
 

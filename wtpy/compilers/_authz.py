@@ -8,7 +8,8 @@ from collections.abc import Mapping
 
 __all__ = ["SECRET_NAME", "UNAUTHORIZED", "is_authorized", "js_trim"]
 
-SECRET_NAME = "auth0-extension-secret"
+from wtpy.contract import SECRET_NAME
+
 UNAUTHORIZED = "Unauthorized extensibility point"
 
 # ECMAScript WhiteSpace + LineTerminator, what String.prototype.trim() removes.

@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from wtpy.contract import DEFAULT_ERROR_NAME, SERIALIZE_ERROR
+
 __all__ = [
     "DEFAULT_ERROR_NAME",
     "SERIALIZE_FAILED",
@@ -15,8 +17,7 @@ __all__ = [
     "success_envelope",
 ]
 
-DEFAULT_ERROR_NAME = "Error"
-SERIALIZE_FAILED = "Error when JSON serializing the result of the extension point"
+SERIALIZE_FAILED = SERIALIZE_ERROR
 _UNKNOWN_MESSAGE = "Unknown error"
 _CORE_KEYS = ("message", "name", "stack")
 

@@ -15,7 +15,7 @@ from ._errors import (
     Unauthorized,
 )
 from ._invoke import Invocations
-from ._logs import LogFilter, LogHub, iso_time, new_request_id, parse_level, parse_since
+from ._logs import LogFilter, LogHub, new_request_id, parse_level, parse_since
 from ._runtime import Runtime
 from ._settings import Settings, default_data_dir
 from ._tokens import token_request, token_view
@@ -37,7 +37,6 @@ __all__ = [
     "Unauthorized",
     "check_names",
     "default_data_dir",
-    "iso_time",
     "new_request_id",
     "not_found",
     "parse_level",

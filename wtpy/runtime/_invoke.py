@@ -13,12 +13,12 @@ from typing import Any
 import orjson
 
 from wtpy.compilers import Compiler, HookRequest, WebtaskContext, error_envelope, get_compiler
+from wtpy.contract import valid_name
 from wtpy.sandbox import ArgumentsNotEncodable
 from wtpy.storage import Webtask
 
 from ._errors import InvalidName
 from ._logs import envelope_error
-from ._names import valid_name
 from ._runtime import Runtime
 from ._webtasks import COMPILER_META, hook_timeout, not_found
 

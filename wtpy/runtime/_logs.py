@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import re
 import time
 from collections import deque
@@ -48,6 +47,8 @@ from typing import Any
 
 import orjson
 
+from wtpy.contract import format_time_ms
+
 from ._masking import NO_MASK, WORKER_TRUNCATED_PREFIX, Masker, masker
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
     "LogFilter",
     "LogHub",
     "Subscription",
-    "iso_time",
     "new_request_id",
     "parse_since",
 ]
@@ -89,25 +89,6 @@ _request_counter = itertools.count(1)
 def new_request_id() -> str:
     """A unique request id (32 hex digits), returned in the `x-wtpy-request-id` header."""
     return f"{_REQUEST_ID_PREFIX}{next(_request_counter):016x}"
-
-
-_second_text: tuple[int, str] = (-1, "")  # the last second formatted: strftime is the slow part
-
-
-def iso_time(ts: float) -> str:
-    """ISO 8601 UTC with milliseconds: 2026-11-23T10:00:00.123Z."""
-    global _second_text
-    # Rounded to the microsecond exactly as datetime.fromtimestamp does it.
-    fraction, whole = math.modf(ts)
-    micros = round(fraction * 1_000_000)
-    second = int(whole)
-    if micros >= 1_000_000:
-        second, micros = second + 1, micros - 1_000_000
-    cached_second, text = _second_text
-    if second != cached_second:
-        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        _second_text = (second, text)
-    return f"{text}{micros // 1000:03d}Z"
 
 
 # --- query parsing --------------------------------------------------------------------------
@@ -223,7 +204,7 @@ class _SuccessEntry(_Entry):
     def record(self) -> dict[str, Any]:  # type: ignore[override]
         request_id, compiler, duration = self._fields
         return _summary(
-            self.id, iso_time(self.ts), self.container, self.name, request_id, compiler, "success", duration,
+            self.id, format_time_ms(self.ts), self.container, self.name, request_id, compiler, "success", duration,
             _success_message(duration), None,
         )  # fmt: skip
 
@@ -284,7 +265,7 @@ def _notice_event(container: str, message: str, **fields: Any) -> bytes:
     """A per-subscriber notice: no SSE id, so it never moves the client's Last-Event-ID."""
     record = {
         "id": None,
-        "time": iso_time(time.time()),
+        "time": format_time_ms(time.time()),
         "level": "warn",
         "type": "notice",
         "container": container,
@@ -434,7 +415,7 @@ class LogHub:
         record_id = self._next_id
         self._next_id += 1
         record["id"] = record_id
-        record["time"] = iso_time(ts)
+        record["time"] = format_time_ms(ts)
         self._add(_Entry(record_id, ts, level, record))
         return record
 

@@ -12,10 +12,9 @@ from collections.abc import Iterable, Mapping
 
 import orjson
 
+from wtpy.contract import MASK
+
 __all__ = ["MASK", "NO_MASK", "WORKER_CUT_MARK", "WORKER_TRUNCATED_PREFIX", "Masker", "masker"]
-
-MASK = "********"
-
 
 def _spellings(value: str) -> set[str]:
     """The value plus the escaped forms a hook printing a dict or JSON would show."""

@@ -6,6 +6,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wtpy.contract import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_TIMEOUT,
+    DEFAULT_WORKER_MAX_JOBS,
+    DEFAULT_WORKER_MEMORY_MB,
+    MAX_TIMEOUT,
+)
 from wtpy.storage import default_database_url
 
 __all__ = ["DATABASE_URL_ENV", "Settings", "default_data_dir"]
@@ -46,22 +54,22 @@ class Settings:
     # Seconds between reads of the storage's change feed, which makes writes and token
     # revocations by other servers sharing the database visible here.
     sync_interval: float = 1.0
-    host: str = "127.0.0.1"
-    port: int = 8721
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
     # Sandbox worker processes; each runs one hook at a time.
     workers: int = field(default_factory=_default_workers)
-    worker_memory_mb: int = 512
+    worker_memory_mb: int = DEFAULT_WORKER_MEMORY_MB
     # A worker is replaced after this many invocations (and sooner when its peak RSS passes
     # half of worker_memory_mb). A replacement costs ~75 ms of CPU and one worker less while
     # it starts: at 10,000 jobs that happened every few seconds under load (latency spikes).
-    worker_max_jobs: int = 100_000
+    worker_max_jobs: int = DEFAULT_WORKER_MAX_JOBS
     # The OS layer of the sandbox (namespaces, empty read-only root, seccomp, a uid per
     # worker): the server refuses to start where it cannot be set up, unless this is off.
     os_sandbox: bool = field(default_factory=_os_sandbox_default)
     # The original platform's limit; a webtask may lower or raise it with the
     # `wtpy-timeout` meta (seconds), never above max_timeout.
-    default_timeout: float = 20.0
-    max_timeout: float = 120.0
+    default_timeout: float = DEFAULT_TIMEOUT
+    max_timeout: float = MAX_TIMEOUT
     # Invocation request bodies above this are refused with 413.
     max_body_bytes: int = 1024 * 1024
     # Request line plus headers above this are refused (431; see _httpproto.py).

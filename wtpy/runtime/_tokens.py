@@ -38,15 +38,14 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from wtpy.contract import format_time, parse_time, valid_name
 from wtpy.storage import StoredToken
 
 from ._access import ADMIN, Kind, Principal
 from ._auth import tokens_equal
 from ._errors import Forbidden, Invalid, Unauthorized
-from ._names import valid_name
 
 __all__ = [
     "MAX_DESCRIPTION_CHARS",
@@ -78,23 +77,6 @@ def new_scoped_token() -> tuple[str, str]:
     """(id, token) for a fresh scoped token."""
     token_id = secrets.token_hex(_ID_HEX // 2)
     return token_id, f"{SCOPED_TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
-
-
-def format_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> float:
-    """Epoch seconds of an ISO 8601 time; a time without zone is UTC. Raises ValueError."""
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("not a time")
-    value = text.strip()
-    if value[-1:] in ("Z", "z"):
-        value = value[:-1] + "+00:00"
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 @dataclass(slots=True)

@@ -10,11 +10,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from wtpy.compilers import compiler_names, get_compiler
+from wtpy.contract import COMPILER_META, MAX_CODE_BYTES, MIN_TIMEOUT, TIMEOUT_META, valid_name
 from wtpy.storage import Webtask
 
 from ._errors import Invalid, InvalidName, NotFound, TooLarge
 from ._masking import MASK
-from ._names import MAX_CODE_BYTES, valid_name
 
 __all__ = [
     "COMPILER_META",
@@ -38,10 +38,6 @@ __all__ = [
     "webtask_view",
 ]
 
-COMPILER_META = "wt-compiler"
-TIMEOUT_META = "wtpy-timeout"
-# A tiny timeout would make every call kill and respawn a worker (~100 ms of start-up each).
-MIN_TIMEOUT = 0.1
 MAX_ENTRIES = 100
 MAX_KEY_CHARS = 256
 MAX_VALUE_CHARS = 16 * 1024

@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from wtpy.contract import SERIALIZE_ERROR
+
 from ._hook import COMPILE_ERROR_MESSAGE, HOOK_FILENAME, CompiledHook, CompileFailure
 from ._limits import SerializationRoom
 from ._logcapture import LIVE_LOG_INTERVAL, LogSink
@@ -27,7 +29,6 @@ from ._rp_guards import make_globals, reset_module_state
 __all__ = ["DEFAULT_LIMITS", "Job", "compile_error", "invoke", "on_alarm"]
 
 DEFAULT_LIMITS = {"cpu_seconds": 20.0, "max_log_lines": 1000, "max_log_bytes": 65536}
-SERIALIZE_ERROR = "Error when JSON serializing the result of the extension point"
 # A result this big could not travel in one frame (the protocol caps frames at 64 MiB).
 MAX_RESULT_BYTES = 32 * 1024 * 1024
 MAX_ERROR_TEXT = 64 * 1024  # message and stack, each

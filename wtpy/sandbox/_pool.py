@@ -44,6 +44,8 @@ from typing import Any, Literal
 
 import orjson
 
+from wtpy.contract import DEFAULT_WORKER_MAX_JOBS
+
 from ._procs import ExecLauncher, Launcher, WorkerProc, ZygoteLauncher
 from ._protocol import RESULT, FrameError, encode, frame
 
@@ -163,7 +165,7 @@ class WorkerPool:
         size: int = 2,
         *,
         memory_mb: int = 512,
-        max_jobs_per_worker: int = 10_000,
+        max_jobs_per_worker: int = DEFAULT_WORKER_MAX_JOBS,
         worker_argv: Sequence[str] | None = None,
         zygote_argv: Sequence[str] | None = None,
         os_sandbox: bool = True,

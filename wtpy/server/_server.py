@@ -7,6 +7,7 @@ from pathlib import Path
 
 import uvicorn
 
+from wtpy.contract import DEFAULT_HOST, DEFAULT_PORT
 from wtpy.runtime import Settings
 
 from ._app import create_app
@@ -20,8 +21,8 @@ def _importable(module: str) -> bool:
 
 
 def serve(
-    host: str = "127.0.0.1",
-    port: int = 8721,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
     data_dir: Path | None = None,
     workers: int | None = None,
     **options: object,

@@ -12,11 +12,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from wtpy.contract import format_time_ms
 from wtpy.runtime import (
     LogFilter,
     LogHub,
     check_names,
-    iso_time,
     not_found,
     parse_level,
     parse_since,
@@ -99,7 +99,7 @@ async def stream_logs(request: Request) -> Response:
     subscription = hub.subscribe(log_filter, last_event_id=last_event_id, tail=tail, since=since)
 
     def ping_event() -> ServerSentEvent:
-        return ServerSentEvent(data=iso_time(time.time()), event="ping")
+        return ServerSentEvent(data=format_time_ms(time.time()), event="ping")
 
     async def close(message: Any) -> None:
         hub.unsubscribe(subscription)
