@@ -35,7 +35,11 @@ def _server_argv(kind: str, port: int, data_dir: Path, out: Path) -> list[str]:
 
 def count(kind: str, calls: int) -> int:
     """Instructions of a whole server run that served `calls` invocations (plus warm-up)."""
-    tmp = Path(tempfile.mkdtemp(prefix="wtpy-instr-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
+    tmp = Path(
+        tempfile.mkdtemp(
+            prefix="wtpy-instr-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None
+        )
+    )
     try:
         port = bench.free_port()
         out = tmp / "callgrind.out"
@@ -66,7 +70,9 @@ def count(kind: str, calls: int) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--calls", type=int, default=1200, help="invocations in the long run (default 1200)")
+    parser.add_argument(
+        "--calls", type=int, default=1200, help="invocations in the long run (default 1200)"
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)

@@ -150,7 +150,11 @@ def floor_server(port: int, log: Path) -> Server:
 
 
 def request(
-    port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
@@ -184,7 +188,11 @@ class Caller:
 
 
 def put_webtask(port: int, token: str, name: str, code: str, secret: str) -> None:
-    payload = {"code": code, "meta": rule_meta(secret), "secrets": {"auth0-extension-secret": secret}}
+    payload = {
+        "code": code,
+        "meta": rule_meta(secret),
+        "secrets": {"auth0-extension-secret": secret},
+    }
     status, body = request(
         port,
         "PUT",
@@ -200,7 +208,9 @@ def tenant_container(index: int) -> str:
     return f"tenant-{index:06d}"
 
 
-def deploy_tenants(port: int, token: str, code: str, secret: str, count: int, threads: int = 16) -> float:
+def deploy_tenants(
+    port: int, token: str, code: str, secret: str, count: int, threads: int = 16
+) -> float:
     """PUT `code` as `myrule` in `count` containers through the management API: `threads`
     concurrent keep-alive connections. Returns the seconds it took."""
     payload = orjson.dumps(
@@ -297,7 +307,9 @@ def cpu_split(server: Server) -> tuple[float, float]:
     """(server process, everything below it: the zygote and its workers, live ones plus
     replaced ones) CPU seconds so far. Workers are the zygote's children (it reaps them),
     so a replaced worker's CPU is in the zygote's reaped-children time."""
-    below = sum(cpu_seconds(pid) + cpu_seconds(pid, reaped_children=True) for pid in descendants(server.pid))
+    below = sum(
+        cpu_seconds(pid) + cpu_seconds(pid, reaped_children=True) for pid in descendants(server.pid)
+    )
     return cpu_seconds(server.pid), below + cpu_seconds(server.pid, reaped_children=True)
 
 
@@ -377,7 +389,9 @@ end
 
     def describe(self) -> str:
         if self.kind == "wrk":
-            version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+            version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split(
+                "\n"
+            )[0]
             return f"wrk ({version.strip() or 'wrk'}), 1 thread, Lua POST script"
         return "bench/loadgen.py (asyncio + uvloop keep-alive sockets, separate process)"
 
@@ -442,10 +456,20 @@ end
 
 
 def measure(
-    gen: LoadGen, server: Server, path: str | list[str], concurrency: int, duration: float, warmup: float
+    gen: LoadGen,
+    server: Server,
+    path: str | list[str],
+    concurrency: int,
+    duration: float,
+    warmup: float,
 ) -> dict[str, Any]:
     """One load-generator run against `server`, with the CPU it cost and the PIDs allocated."""
-    before, busy, gen_cpu, started = cpu_split(server), busy_seconds(), loadgen_seconds(), time.monotonic()
+    before, busy, gen_cpu, started = (
+        cpu_split(server),
+        busy_seconds(),
+        loadgen_seconds(),
+        time.monotonic(),
+    )
     pids = pids_allocated()
     result = gen.run(server.port, path, concurrency, duration, warmup)
     after = cpu_split(server)
@@ -454,7 +478,9 @@ def measure(
     # (other jobs skew the figures: the run says so).
     ours = sum(after) - sum(before) + loadgen_seconds() - gen_cpu
     other = busy_seconds() - busy - ours
-    result["other_load_pct"] = max(0.0, other / ((time.monotonic() - started) * (os.cpu_count() or 1)) * 100)
+    result["other_load_pct"] = max(
+        0.0, other / ((time.monotonic() - started) * (os.cpu_count() or 1)) * 100
+    )
     # CPU per request over warm-up + measurement (wrk reports only the latter's count).
     total = max(1.0, result["requests"] * (duration + warmup) / duration)
     result["server_cpu_us"] = (after[0] - before[0]) / total * 1e6
@@ -463,15 +489,20 @@ def measure(
     return result
 
 
-def print_measure(label: str, concurrency: int, result: dict[str, Any], workers: bool, pids: bool = False) -> None:
+def print_measure(
+    label: str, concurrency: int, result: dict[str, Any], workers: bool, pids: bool = False
+) -> None:
     print(
         f"  c={concurrency:<3} {label:<5} {result['rps']:>8.0f} req/s  "
         f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
         f"errors {result['errors']}  CPU/req: server {result['server_cpu_us']:.0f} us"
         + (f", zygote + workers {result['workers_cpu_us']:.0f} us" if workers else "")
         + (f"; new PIDs/req {result['pids_per_request']:.2f}" if pids else "")
-        + (f"  [other load {result['other_load_pct']:.0f}% of the CPUs: figures skewed]"
-           if result["other_load_pct"] > 5 else ""),
+        + (
+            f"  [other load {result['other_load_pct']:.0f}% of the CPUs: figures skewed]"
+            if result["other_load_pct"] > 5
+            else ""
+        ),
         flush=True,
     )
 
@@ -502,7 +533,10 @@ def many_tenants(
     with running(server):
         token = (data_dir / "admin.token").read_text().strip()
         deploy_s = deploy_tenants(server.port, token, SAMPLE.read_text(), secret, tenants)
-        print(f"  deployed {tenants:,} containers (concurrent PUTs, 16 connections) in {deploy_s:.1f} s", flush=True)
+        print(
+            f"  deployed {tenants:,} containers (concurrent PUTs, 16 connections) in {deploy_s:.1f} s",
+            flush=True,
+        )
         caller = Caller(server.port, secret)
         try:  # the first and the last container answer right before the load starts
             for index in (0, tenants - 1):
@@ -522,7 +556,9 @@ def many_tenants(
             "server_log_errors": log_tail[:20]}  # fmt: skip
 
 
-def cold_vs_warm(port: int, token: str, secret: str, workers: int, rounds: int, warm_calls: int) -> dict[str, Any]:
+def cold_vs_warm(
+    port: int, token: str, secret: str, workers: int, rounds: int, warm_calls: int
+) -> dict[str, Any]:
     """First call after PUT (the worker compiles the new code) against warm calls."""
     base = SAMPLE.read_text()
     caller = Caller(port, secret)
@@ -622,7 +658,9 @@ def machine_notes(gen: LoadGen, workers: int | None) -> list[str]:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     print()
-    print("| concurrency | floor req/s | floor p50 | floor p99 | wtpy req/s | wtpy p50 | wtpy p99 | wtpy/floor |")
+    print(
+        "| concurrency | floor req/s | floor p50 | floor p99 | wtpy req/s | wtpy p50 | wtpy p99 | wtpy/floor |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         f, w = row["floor"], row["wtpy"]
@@ -636,7 +674,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def print_tenants_table(single: list[dict[str, Any]], many: dict[str, Any]) -> None:
     tenants = many["tenants"]
     print()
-    print(f"| concurrency | 1 tenant req/s | p50 | p99 | {tenants:,} tenants req/s | p50 | p99 | many/single |")
+    print(
+        f"| concurrency | 1 tenant req/s | p50 | p99 | {tenants:,} tenants req/s | p50 | p99 | many/single |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     by_level = {row["concurrency"]: row["wtpy"] for row in single}
     for row in many["throughput"]:
@@ -652,15 +692,33 @@ def print_tenants_table(single: list[dict[str, Any]], many: dict[str, Any]) -> N
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="wtpy vs the bare Starlette floor")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each (default 2)")
-    parser.add_argument("--concurrency", default="1,8,64", help="comma-separated list (default 1,8,64)")
-    parser.add_argument("--workers", type=int, default=None, help="wtpy --workers (default: wtpy's default)")
-    parser.add_argument("--quick", action="store_true", help="3 s runs, fewer samples, 10,000 instead of 100,000 stored")
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds per measurement (default 10)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds of warm-up before each (default 2)"
+    )
+    parser.add_argument(
+        "--concurrency", default="1,8,64", help="comma-separated list (default 1,8,64)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="wtpy --workers (default: wtpy's default)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="3 s runs, fewer samples, 10,000 instead of 100,000 stored",
+    )
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
-    parser.add_argument("--stored", default=None, help="stored-webtask counts (default 1000,100000)")
-    parser.add_argument("--tenants", type=int, default=None,
-                        help="containers in the many-tenant run (default 1,000; 200 with --quick; 0 skips it)")
+    parser.add_argument(
+        "--stored", default=None, help="stored-webtask counts (default 1000,100000)"
+    )
+    parser.add_argument(
+        "--tenants",
+        type=int,
+        default=None,
+        help="containers in the many-tenant run (default 1,000; 200 with --quick; 0 skips it)",
+    )
     parser.add_argument("--skip-extras", action="store_true", help="only the throughput tables")
     parser.add_argument("--json", type=Path, help="also write all figures to this file")
     args = parser.parse_args()
@@ -726,7 +784,11 @@ def main() -> int:
             print(f"  wtpy after load:  {fmt_memory(report['memory_after_load'])}")
             print(f"  floor after load: {report['floor_rss_kib'] / 1024:.1f} MiB")
         if tenants > 0:
-            note = " (--quick: fewer tenants than the full run's 1,000)" if args.quick and args.tenants is None else ""
+            note = (
+                " (--quick: fewer tenants than the full run's 1,000)"
+                if args.quick and args.tenants is None
+                else ""
+            )
             print(
                 f"\nMany tenants: the sample rule in {tenants:,} containers{note}, called round-robin "
                 "(request i to container i mod N) on a fresh server; a worker serves one container "
@@ -740,7 +802,9 @@ def main() -> int:
             for line in many["server_log_errors"]:
                 print(f"  server log: {line}")
         if not args.skip_extras:
-            print("\nStored webtasks (sequential first calls on 1 connection; then c=8 on one webtask):")
+            print(
+                "\nStored webtasks (sequential first calls on 1 connection; then c=8 on one webtask):"
+            )
             report["stored"] = []
             for count in stored_counts:
                 result = stored(gen, tmp, count, secret, args.workers, duration, warmup, samples)

@@ -132,19 +132,37 @@ class WtpyServer:
             base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
         )
 
-    def put(self, name: str, code: str, meta: dict, secrets: dict | None = None, container: str = "default") -> httpx.Response:
+    def put(
+        self,
+        name: str,
+        code: str,
+        meta: dict,
+        secrets: dict | None = None,
+        container: str = "default",
+    ) -> httpx.Response:
         with self.client() as client:
             return client.put(
                 f"/api/webtask/{container}/{name}",
                 json={"code": code, "meta": meta, "secrets": secrets or {}},
             )
 
-    def run(self, name: str, body: object = None, secret: str | None = None, container: str = "default", **kwargs: Any) -> httpx.Response:
+    def run(
+        self,
+        name: str,
+        body: object = None,
+        secret: str | None = None,
+        container: str = "default",
+        **kwargs: Any,
+    ) -> httpx.Response:
         headers = dict(kwargs.pop("headers", {}) or {})
         if secret is not None:
             headers["Authorization"] = f"Bearer {secret}"
         return httpx.post(
-            f"{self.url}/api/run/{container}/{name}", json=body, headers=headers, timeout=60, **kwargs
+            f"{self.url}/api/run/{container}/{name}",
+            json=body,
+            headers=headers,
+            timeout=60,
+            **kwargs,
         )
 
 
@@ -167,7 +185,11 @@ def fresh_server(tmp_path: Path) -> Iterator[WtpyServer]:
 
 
 def cc_meta(secret: str | None = None, **extra: str) -> dict[str, str]:
-    meta = {"wt-compiler": CC, "auth0-extension": "runtime", "auth0-extension-name": "credentials-exchange"}
+    meta = {
+        "wt-compiler": CC,
+        "auth0-extension": "runtime",
+        "auth0-extension-name": "credentials-exchange",
+    }
     if secret is not None:
         meta["auth0-extension-secret"] = secret
     meta.update(extra)
@@ -175,7 +197,11 @@ def cc_meta(secret: str | None = None, **extra: str) -> dict[str, str]:
 
 
 def pe_meta(secret: str | None = None, **extra: str) -> dict[str, str]:
-    meta = {"wt-compiler": PE, "auth0-extension": "runtime", "auth0-extension-name": "password-exchange"}
+    meta = {
+        "wt-compiler": PE,
+        "auth0-extension": "runtime",
+        "auth0-extension-name": "password-exchange",
+    }
     if secret is not None:
         meta["auth0-extension-secret"] = secret
     meta.update(extra)
@@ -192,7 +218,10 @@ PE_BODY = {**CC_BODY, "user": {"id": "user-1", "email": "u@example.com"}}
 
 
 def raw_request(
-    server: WtpyServer, data: bytes, timeout: float = 10, until: Callable[[bytes], bool] | None = None
+    server: WtpyServer,
+    data: bytes,
+    timeout: float = 10,
+    until: Callable[[bytes], bool] | None = None,
 ) -> bytes:
     """Send raw bytes; what comes back until the server closes, a read times out or is
     reset, or `until(received)` holds."""

@@ -27,7 +27,13 @@ from wtpy.sandbox._protocol import encode, read_frame_blocking  # noqa: E402
 STATE: dict[str, Any] = {}
 
 
-def serve(proto_in: BinaryIO, proto_out: BinaryIO, memory_mb: int, statm: int | None, hello: dict[str, Any]) -> int:
+def serve(
+    proto_in: BinaryIO,
+    proto_out: BinaryIO,
+    memory_mb: int,
+    statm: int | None,
+    hello: dict[str, Any],
+) -> int:
     _limits.apply_rlimits(memory_mb)  # the real worker's limits: memory, no files, no processes
     proto_out.write(encode({"ready": True, **hello}))
     proto_out.flush()
@@ -48,12 +54,22 @@ def serve(proto_in: BinaryIO, proto_out: BinaryIO, memory_mb: int, statm: int | 
                 exec(codes[key], namespace)
                 reply, result = {"id": frame.get("id"), "ok": True}, namespace.get("result")
             except BaseException as exc:  # noqa: BLE001
-                error = {"name": type(exc).__name__, "message": str(exc), "stack": traceback.format_exc()}
+                error = {
+                    "name": type(exc).__name__,
+                    "message": str(exc),
+                    "stack": traceback.format_exc(),
+                }
                 reply = {"id": frame.get("id"), "ok": False, "error": error, "logs": []}
         try:  # a success's result travels as the frame's tail (see _protocol)
             data = encode(reply, orjson.dumps(result) if reply.get("ok") else None)
         except TypeError as exc:
-            data = encode({"id": frame.get("id"), "ok": False, "error": {"name": "TypeError", "message": str(exc)}})
+            data = encode(
+                {
+                    "id": frame.get("id"),
+                    "ok": False,
+                    "error": {"name": "TypeError", "message": str(exc)},
+                }
+            )
         proto_out.write(data)
         proto_out.flush()
 

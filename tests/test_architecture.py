@@ -42,10 +42,17 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[str,
             else:
                 source = node.module or ""
             # `from pkg import mod` imports the module pkg.mod; `from mod import name`, mod.
-            targets = [f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source for a in node.names]
+            targets = [
+                f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source
+                for a in node.names
+            ]
         else:
             continue
-        found += [(target, node.lineno, id(node) in in_function) for target in targets if target in modules]
+        found += [
+            (target, node.lineno, id(node) in in_function)
+            for target in targets
+            if target in modules
+        ]
     return found
 
 
@@ -86,7 +93,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycles_between_wtpy_modules() -> None:
     modules = _modules()
-    assert {"wtpy.runtime", "wtpy.server", "wtpy.server._app", "wtpy.runtime._runtime"} <= set(modules)
+    assert {"wtpy.runtime", "wtpy.server", "wtpy.server._app", "wtpy.runtime._runtime"} <= set(
+        modules
+    )
     graph: dict[str, set[str]] = {name: set() for name in modules}
     late: dict[tuple[str, str], int] = {}
     for name, path in modules.items():
@@ -134,6 +143,8 @@ def test_the_runtime_loads_without_the_web_stack() -> None:
         "    importlib.import_module(f'wtpy.runtime.{info.name}')\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {WEB_STACK!r}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", f"wtpy.runtime imported the web stack: {result.stdout}"

@@ -43,7 +43,9 @@ def test_admin_token_operator_supplied(tmp_path: Path) -> None:
     assert load_or_create_admin_token(tmp_path) == ("my-own.Token_123~", False)
 
 
-@pytest.mark.parametrize("content", [b"", b"\n", b"two words\n", b"\xff\xfe", b"a\nb\n", b"x" * 5000])
+@pytest.mark.parametrize(
+    "content", [b"", b"\n", b"two words\n", b"\xff\xfe", b"a\nb\n", b"x" * 5000]
+)
 def test_admin_token_unusable_file(tmp_path: Path, content: bytes) -> None:
     (tmp_path / ADMIN_TOKEN_FILE).write_bytes(content)
     with pytest.raises(AdminTokenError) as info:

@@ -49,7 +49,12 @@ def sentinel(server: WtpyServer, admin: httpx.Client) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def echo(server: WtpyServer, admin: httpx.Client) -> str:
     name = unique("echo")
-    assert admin.put(f"/api/webtask/default/{name}", json={"code": ECHO, "meta": cc_meta()}).status_code == 201
+    assert (
+        admin.put(
+            f"/api/webtask/default/{name}", json={"code": ECHO, "meta": cc_meta()}
+        ).status_code
+        == 201
+    )
     return name
 
 
@@ -81,15 +86,23 @@ def envelope_error(response: httpx.Response) -> str:
 # --- sizes ------------------------------------------------------------------------------------
 
 
-def test_oversize_bodies_are_413(server: WtpyServer, admin: httpx.Client, sentinel: dict, echo: str) -> None:
+def test_oversize_bodies_are_413(
+    server: WtpyServer, admin: httpx.Client, sentinel: dict, echo: str
+) -> None:
     big = b'{"pad": "' + b"x" * (1024 * 1024) + b'"}'
-    assert_error(server.run(echo, None, content=big, headers=JSON_HEADERS), 413, "payload_too_large")
+    assert_error(
+        server.run(echo, None, content=big, headers=JSON_HEADERS), 413, "payload_too_large"
+    )
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while streaming
         for _ in range(40):
             yield b"x" * 65536
 
-    assert_error(httpx.post(f"{server.url}/api/run/default/{echo}", content=chunks()), 413, "payload_too_large")
+    assert_error(
+        httpx.post(f"{server.url}/api/run/default/{echo}", content=chunks()),
+        413,
+        "payload_too_large",
+    )
     assert_error(admin.put(f"/api/webtask/default/{unique('big')}", content=big + b" " * 100,
                            headers=JSON_HEADERS), 413)  # fmt: skip
     code = "#" * (100 * 1024) + "\n" + ECHO
@@ -100,13 +113,21 @@ def test_oversize_bodies_are_413(server: WtpyServer, admin: httpx.Client, sentin
     assert_intact(server, admin, sentinel)
 
 
-def test_oversize_headers_are_431(server: WtpyServer, admin: httpx.Client, sentinel: dict, echo: str) -> None:
+def test_oversize_headers_are_431(
+    server: WtpyServer, admin: httpx.Client, sentinel: dict, echo: str
+) -> None:
     fine = httpx.get(f"{server.url}/healthz", headers={"x-pad": "a" * 30_000})
     assert fine.status_code == 200
     for headers in ({"x-pad": "a" * 100_000}, {f"x-h{i}": "v" * 40 for i in range(3000)}):
         response = httpx.post(f"{server.url}/api/run/default/{echo}", json=CC_BODY, headers=headers)
         assert_error(response, 431, "request_header_fields_too_large")
-    long_url = b"GET /api/run/default/" + echo.encode() + b"?q=" + b"a" * 200_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    long_url = (
+        b"GET /api/run/default/"
+        + echo.encode()
+        + b"?q="
+        + b"a" * 200_000
+        + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     assert raw_request(server, long_url).startswith(b"HTTP/1.1 431 ")
     # A client that never stops sending its head is cut off too (and costs no memory).
     endless = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Endless: " + b"a" * 5_000_000
@@ -147,9 +168,16 @@ def test_malformed_http_is_a_clean_400(server: WtpyServer) -> None:
 def test_management_rejects_undecodable_json(server: WtpyServer, admin: httpx.Client, sentinel: dict,
                                              body: bytes) -> None:  # fmt: skip
     name = unique("enc")
-    assert_error(admin.put(f"/api/webtask/default/{name}", content=body, headers=JSON_HEADERS), 400, "bad_request")
+    assert_error(
+        admin.put(f"/api/webtask/default/{name}", content=body, headers=JSON_HEADERS),
+        400,
+        "bad_request",
+    )
     assert admin.get(f"/api/webtask/default/{name}").status_code == 404
-    assert_error(admin.put(f"/api/webtask/default/{sentinel['name']}", content=body, headers=JSON_HEADERS), 400)
+    assert_error(
+        admin.put(f"/api/webtask/default/{sentinel['name']}", content=body, headers=JSON_HEADERS),
+        400,
+    )
     assert_intact(server, admin, sentinel)
 
 
@@ -159,9 +187,14 @@ def test_management_rejects_undecodable_json(server: WtpyServer, admin: httpx.Cl
      b'{"client": {}, "audience": "a", "context": 1e999999}', b'{"audience": 123456789012345678901234567890}',
      b"\x00\x01\x02", b"{"],
 )  # fmt: skip
-def test_run_rejects_undecodable_json_with_an_envelope(server: WtpyServer, echo: str, body: bytes) -> None:
+def test_run_rejects_undecodable_json_with_an_envelope(
+    server: WtpyServer, echo: str, body: bytes
+) -> None:
     message = envelope_error(server.run(echo, None, content=body, headers=JSON_HEADERS))
-    assert message in ("Invalid request payload JSON format", "Body .client received by extensibility point is not an object")
+    assert message in (
+        "Invalid request payload JSON format",
+        "Body .client received by extensibility point is not an object",
+    )
 
 
 @pytest.mark.parametrize("depth", [10, 200, 253, 260, 600, 1000])
@@ -187,7 +220,12 @@ def test_code_with_nul_and_odd_characters(server: WtpyServer, admin: httpx.Clien
     for code in (ECHO + "\x00", "\ufeff" + ECHO, ECHO.replace("\n", "\r\n"), ECHO + "\u2028# x\n",
                  "def hook(client, scope, audience, context):\n    return '\U0001f600 \u202e'\n"):  # fmt: skip
         name = unique("odd")
-        assert admin.put(f"/api/webtask/default/{name}", json={"code": code, "meta": cc_meta()}).status_code == 201
+        assert (
+            admin.put(
+                f"/api/webtask/default/{name}", json={"code": code, "meta": cc_meta()}
+            ).status_code
+            == 201
+        )
         assert admin.get(f"/api/webtask/default/{name}").json()["code"] == code  # stored as sent
         response = server.run(name, CC_BODY)
         assert response.status_code == 200 and response.json()["status"] in ("success", "error")
@@ -202,14 +240,23 @@ def test_wrong_content_types(server: WtpyServer, admin: httpx.Client, echo: str)
         response = admin.put(f"/api/webtask/default/{unique('ct')}", content=b'{"code": "x"}',
                              headers={"content-type": content_type})  # fmt: skip
         assert_error(response, 415, "unsupported_media_type")
-    for content_type in ("application/json; charset=latin-1", "application/vnd.api+json", "APPLICATION/JSON"):
+    for content_type in (
+        "application/json; charset=latin-1",
+        "application/vnd.api+json",
+        "APPLICATION/JSON",
+    ):
         name = unique("ct")
         response = admin.put(f"/api/webtask/default/{name}",
                              content=orjson.dumps({"code": ECHO, "meta": cc_meta()}),
                              headers={"content-type": content_type})  # fmt: skip
         assert response.status_code == 201, (content_type, response.text)
     # The run endpoint parses JSON only for JSON media types; anything else is no object.
-    response = server.run(echo, None, content=b'{"client": {}, "audience": "a"}', headers={"content-type": "text/plain"})
+    response = server.run(
+        echo,
+        None,
+        content=b'{"client": {}, "audience": "a"}',
+        headers={"content-type": "text/plain"},
+    )
     assert envelope_error(response) == "Body received by extensibility point is not an object"
 
 
@@ -219,7 +266,13 @@ def test_wrong_content_types(server: WtpyServer, admin: httpx.Client, echo: str)
         ({"code": ECHO}, "meta 'wt-compiler' is required"),
         ({"code": ECHO, "meta": {}}, "meta 'wt-compiler' is required"),
         ({"code": ECHO, "meta": {"wt-compiler": "nope"}}, "Unknown compiler 'nope'"),
-        ({"code": ECHO, "meta": {"wt-compiler": "auth0-ext-compilers/client-credentials-exchange "}}, "Unknown compiler"),
+        (
+            {
+                "code": ECHO,
+                "meta": {"wt-compiler": "auth0-ext-compilers/client-credentials-exchange "},
+            },
+            "Unknown compiler",
+        ),
         ({"code": ECHO, "meta": {"wt-compiler": "../../etc/passwd"}}, "Unknown compiler"),
         ({"code": ECHO, "meta": "wt-compiler"}, "'meta' must be an object"),
         ({"code": ECHO, "meta": {**cc_meta(), "n": 1}}, "'meta.n' must be a string"),
@@ -231,7 +284,10 @@ def test_wrong_content_types(server: WtpyServer, admin: httpx.Client, echo: str)
         ({"code": 5, "meta": cc_meta()}, "'code' must be a string"),
         ({"meta": cc_meta()}, "'code' must be a string"),
         ({"code": ECHO, "meta": {**cc_meta(), "": "empty key"}}, "keys must be 1 to"),
-        ({"code": ECHO, "meta": {f"k{i}": "v" for i in range(101)} | cc_meta()}, "more than 100 entries"),
+        (
+            {"code": ECHO, "meta": {f"k{i}": "v" for i in range(101)} | cc_meta()},
+            "more than 100 entries",
+        ),
         ({"code": ECHO, "meta": cc_meta(big="v" * 20_000)}, "longer than"),
     ],
 )
@@ -304,16 +360,28 @@ string_maps = st.dictionaries(st.text(min_size=1, max_size=12), st.text(max_size
 @HYPOTHESIS
 @given(name=name_text, meta=string_maps, secrets=string_maps)
 def test_property_put_never_5xx_and_round_trips(
-    server: WtpyServer, admin: httpx.Client, sentinel: dict, name: str, meta: dict[str, str], secrets: dict[str, str]
+    server: WtpyServer,
+    admin: httpx.Client,
+    sentinel: dict,
+    name: str,
+    meta: dict[str, str],
+    secrets: dict[str, str],
 ) -> None:
     meta = {**meta, **cc_meta()}
     segment = quote(name, safe="") or "%20"
-    response = admin.put(f"/api/webtask/prop/{segment}", json={"code": ECHO, "meta": meta, "secrets": secrets})
+    response = admin.put(
+        f"/api/webtask/prop/{segment}", json={"code": ECHO, "meta": meta, "secrets": secrets}
+    )
     assert response.status_code < 500, response.text
     if response.status_code in (200, 201):
         assert valid_name(name)
         stored = admin.get(f"/api/webtask/prop/{segment}", params={"decrypt": 1}).json()
-        assert (stored["name"], stored["meta"], stored["secrets"], stored["code"]) == (name, meta, secrets, ECHO)
+        assert (stored["name"], stored["meta"], stored["secrets"], stored["code"]) == (
+            name,
+            meta,
+            secrets,
+            ECHO,
+        )
         masked = admin.get(f"/api/webtask/prop/{segment}").json()
         assert masked["secrets"] == sorted(secrets)
         hidden = {v for v in secrets.values() if v}
@@ -323,10 +391,19 @@ def test_property_put_never_5xx_and_round_trips(
 
 
 @HYPOTHESIS
-@given(body=st.dictionaries(st.sampled_from(["code", "meta", "secrets", "extra"]), json_values, max_size=4))
-def test_property_management_bodies_never_5xx(admin: httpx.Client, sentinel: dict, body: dict[str, Any]) -> None:
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["code", "meta", "secrets", "extra"]), json_values, max_size=4
+    )
+)
+def test_property_management_bodies_never_5xx(
+    admin: httpx.Client, sentinel: dict, body: dict[str, Any]
+) -> None:
     url = f"/api/webtask/default/{sentinel['name']}"
-    for response in (admin.put(f"/api/webtask/prop/{unique('b')}", json=body), admin.patch(url, json=body)):
+    for response in (
+        admin.put(f"/api/webtask/prop/{unique('b')}", json=body),
+        admin.patch(url, json=body),
+    ):
         assert response.status_code < 500, response.text
     # A patch may legitimately change the sentinel; put it back exactly as it was.
     restore = {"code": sentinel["code"], "meta": sentinel["meta"], "secrets": sentinel["secrets"]}
@@ -363,12 +440,22 @@ def test_property_run_always_answers_an_envelope(
 
 @HYPOTHESIS
 @given(token=st.text(max_size=80), container=st.text(min_size=1, max_size=20))
-def test_property_garbage_tokens_never_authorise(server: WtpyServer, sentinel: dict, token: str, container: str) -> None:
-    headers = {"Authorization": "Bearer " + token.encode("utf-8", "replace").decode("latin-1", "replace")}
+def test_property_garbage_tokens_never_authorise(
+    server: WtpyServer, sentinel: dict, token: str, container: str
+) -> None:
+    headers = {
+        "Authorization": "Bearer " + token.encode("utf-8", "replace").decode("latin-1", "replace")
+    }
     try:
-        response = httpx.get(f"{server.url}/api/webtask/{quote(container, safe='')}", headers=headers)
+        response = httpx.get(
+            f"{server.url}/api/webtask/{quote(container, safe='')}", headers=headers
+        )
     except (httpx.LocalProtocolError, UnicodeEncodeError):
         return  # not sendable as a header at all
     assert response.status_code in (400, 401, 403, 404), response.text
     tokens = httpx.get(f"{server.url}/api/tokens", headers=headers)
-    assert tokens.status_code in (400, 401, 403)  # 400: a control character, refused by the HTTP parser
+    assert tokens.status_code in (
+        400,
+        401,
+        403,
+    )  # 400: a control character, refused by the HTTP parser

@@ -45,7 +45,14 @@ class FakeWtpy:
         self.clock = 0
 
     # helpers for tests
-    def add(self, name: str, meta: dict[str, str] | None = None, secrets: dict[str, str] | None = None, container: str = "default", code: str = CODE) -> None:
+    def add(
+        self,
+        name: str,
+        meta: dict[str, str] | None = None,
+        secrets: dict[str, str] | None = None,
+        container: str = "default",
+        code: str = CODE,
+    ) -> None:
         self.clock += 1
         stamp = f"2026-11-23T10:00:{self.clock:02d}Z"
         self.webtasks[(container, name)] = {
@@ -65,10 +72,16 @@ class FakeWtpy:
         return httpx.MockTransport(self.handle)
 
     # the fake server
-    def view(self, request: httpx.Request, container: str, name: str, decrypt: bool, code: bool) -> dict[str, Any]:
+    def view(
+        self, request: httpx.Request, container: str, name: str, decrypt: bool, code: bool
+    ) -> dict[str, Any]:
         w = self.webtasks[(container, name)]
         values = set(w["secrets"].values())
-        meta = dict(w["meta"]) if decrypt else {k: MASK if v in values else v for k, v in w["meta"].items()}
+        meta = (
+            dict(w["meta"])
+            if decrypt
+            else {k: MASK if v in values else v for k, v in w["meta"].items()}
+        )
         out = {
             "container": container, "name": name,
             "url": f"{request.url.scheme}://{request.url.netloc.decode()}/api/run/{container}/{name}",
@@ -118,9 +131,13 @@ class FakeWtpy:
                 return self.error(422, "invalid_webtask", "meta 'wt-compiler' is required")
             created = key not in self.webtasks
             version = 1 if created else self.webtasks[key]["version"] + 1
-            self.add(name, body.get("meta") or {}, body.get("secrets") or {}, container, body["code"])
+            self.add(
+                name, body.get("meta") or {}, body.get("secrets") or {}, container, body["code"]
+            )
             self.webtasks[key]["version"] = version
-            return httpx.Response(201 if created else 200, json=self.view(request, container, name, False, False))
+            return httpx.Response(
+                201 if created else 200, json=self.view(request, container, name, False, False)
+            )
         if key not in self.webtasks:
             return self.error(404, "not_found", f"Webtask {container}/{name} not found")
         w = self.webtasks[key]
@@ -173,7 +190,9 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def fake(env: Path, monkeypatch: pytest.MonkeyPatch) -> FakeWtpy:
     server = FakeWtpy()
     monkeypatch.setattr(
-        cli_main, "make_client", lambda url, token: ManagementClient(url, token, transport=server.transport())
+        cli_main,
+        "make_client",
+        lambda url, token: ManagementClient(url, token, transport=server.transport()),
     )
     return server
 
@@ -249,7 +268,9 @@ def test_main_entry_point_and_version(runner: CliRunner) -> None:
     assert "wtpy" in wtpy(runner, "--version").output
 
 
-def test_lazy_commands_and_error_mapping_for_plugins(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lazy_commands_and_error_mapping_for_plugins(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     @click.group(cls=WtpyGroup)
     def group() -> None:
         """A group."""
@@ -272,11 +293,24 @@ def test_lazy_commands_and_error_mapping_for_plugins(runner: CliRunner, monkeypa
 # -- serve -------------------------------------------------------------------------------------
 
 
-def test_serve_passes_options(runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_serve_passes_options(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     server = importlib.import_module("wtpy.server")
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(server, "serve", lambda **kw: calls.append(kw))
-    result = wtpy(runner, "serve", "--host", "0.0.0.0", "--port", "9000", "--data-dir", str(tmp_path), "--workers", "3")
+    result = wtpy(
+        runner,
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "9000",
+        "--data-dir",
+        str(tmp_path),
+        "--workers",
+        "3",
+    )
     assert result.exit_code == 0, result.output
     assert calls == [{"host": "0.0.0.0", "port": 9000, "data_dir": tmp_path, "workers": 3}]
     calls.clear()
@@ -288,7 +322,9 @@ def test_serve_passes_options(runner: CliRunner, monkeypatch: pytest.MonkeyPatch
 # -- init --------------------------------------------------------------------------------------
 
 
-def test_init_writes_private_yaml_and_verifies(runner: CliRunner, fake: FakeWtpy, env: Path) -> None:
+def test_init_writes_private_yaml_and_verifies(
+    runner: CliRunner, fake: FakeWtpy, env: Path
+) -> None:
     fake.add("a")
     result = wtpy(runner, "init", "--url", URL + "/", "--token", ADMIN)
     assert result.exit_code == 0, result.output
@@ -305,7 +341,9 @@ def test_init_writes_private_yaml_and_verifies(runner: CliRunner, fake: FakeWtpy
     assert [p.name for p in env.iterdir()] == ["profiles.yaml"]  # no temp files left
 
 
-def test_init_reads_token_from_data_dir(runner: CliRunner, fake: FakeWtpy, env: Path, tmp_path: Path) -> None:
+def test_init_reads_token_from_data_dir(
+    runner: CliRunner, fake: FakeWtpy, env: Path, tmp_path: Path
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (data / "admin.token").write_text(ADMIN + "\n")
@@ -322,15 +360,24 @@ def test_init_prompts_for_token_hidden(runner: CliRunner, fake: FakeWtpy, env: P
     result = wtpy(runner, "init", "--url", URL, input=ADMIN + "\n")
     assert result.exit_code == 0, result.output
     assert ADMIN not in result.output
-    assert yaml.safe_load((env / "profiles.yaml").read_text())["profiles"]["default"]["token"] == ADMIN
+    assert (
+        yaml.safe_load((env / "profiles.yaml").read_text())["profiles"]["default"]["token"] == ADMIN
+    )
 
 
-def test_init_second_profile_keeps_default_unless_asked(runner: CliRunner, fake: FakeWtpy, env: Path) -> None:
+def test_init_second_profile_keeps_default_unless_asked(
+    runner: CliRunner, fake: FakeWtpy, env: Path
+) -> None:
     assert wtpy(runner, "init", "--url", URL, "--token", ADMIN).exit_code == 0
     assert wtpy(runner, "init", "--url", URL, "--token", ADMIN, "-p", "two").exit_code == 0
     data = yaml.safe_load((env / "profiles.yaml").read_text())
     assert data["default"] == "default" and set(data["profiles"]) == {"default", "two"}
-    assert wtpy(runner, "init", "--url", URL, "--token", ADMIN, "-p", "two", "--make-default").exit_code == 0
+    assert (
+        wtpy(
+            runner, "init", "--url", URL, "--token", ADMIN, "-p", "two", "--make-default"
+        ).exit_code
+        == 0
+    )
     assert yaml.safe_load((env / "profiles.yaml").read_text())["default"] == "two"
 
 
@@ -350,7 +397,10 @@ def test_init_unreachable_and_bad_url(runner: CliRunner, env: Path) -> None:
     assert result.exit_code == 7
     assert f"cannot reach wtpy at {url}: connection refused" in result.stderr
     assert wtpy(runner, "init", "--url", "ftp://x", "--token", ADMIN).exit_code == 2
-    assert wtpy(runner, "init", "--url", URL, "--token", ADMIN, "--container", "bad name").exit_code == 2
+    assert (
+        wtpy(runner, "init", "--url", URL, "--token", ADMIN, "--container", "bad name").exit_code
+        == 2
+    )
 
 
 # -- profile resolution ------------------------------------------------------------------------
@@ -364,7 +414,9 @@ def test_missing_profile_suggests_init(runner: CliRunner, fake: FakeWtpy) -> Non
     assert fake.requests == []
 
 
-def test_env_alone_is_enough(runner: CliRunner, fake: FakeWtpy, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_alone_is_enough(
+    runner: CliRunner, fake: FakeWtpy, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WTPY_URL", URL)
     monkeypatch.setenv("WTPY_TOKEN", ADMIN)
     monkeypatch.setenv("WTPY_CONTAINER", "envc")
@@ -372,7 +424,9 @@ def test_env_alone_is_enough(runner: CliRunner, fake: FakeWtpy, monkeypatch: pyt
     assert fake.last().url.path == "/api/webtask/envc"
 
 
-def test_profile_selection_and_overrides(runner: CliRunner, profile: Path, fake: FakeWtpy, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_profile_selection_and_overrides(
+    runner: CliRunner, profile: Path, fake: FakeWtpy, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert wtpy(runner, "ls").exit_code == 0
     request = fake.last()
     assert str(request.url).startswith(URL) and request.url.path == "/api/webtask/default"
@@ -399,7 +453,9 @@ def test_profile_selection_and_overrides(runner: CliRunner, profile: Path, fake:
 def test_unknown_profile_is_invalid(runner: CliRunner, profile: Path) -> None:
     result = wtpy(runner, "ls", "-p", "nope")
     assert result.exit_code == 2
-    assert "no profile named 'nope'" in result.stderr and "wtpy init --profile nope" in result.stderr
+    assert (
+        "no profile named 'nope'" in result.stderr and "wtpy init --profile nope" in result.stderr
+    )
 
 
 def test_broken_profiles_file(runner: CliRunner, profile: Path) -> None:
@@ -418,7 +474,9 @@ def test_world_readable_profiles_file_warns(runner: CliRunner, profile: Path) ->
 # -- create ------------------------------------------------------------------------------------
 
 
-def test_create_prints_only_the_url(runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path) -> None:
+def test_create_prints_only_the_url(
+    runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path
+) -> None:
     rule = write(tmp_path / "myrule.py", CODE)
     result = wtpy(runner, "create", rule, "--meta", f"wt-compiler={CC}",
                   "--meta", f"auth0-extension-secret={SECRET}", "--secret", f"auth0-extension-secret={SECRET}")  # fmt: skip
@@ -433,7 +491,9 @@ def test_create_prints_only_the_url(runner: CliRunner, profile: Path, fake: Fake
     assert again.exit_code == 0 and "replaced webtask default/myrule (version 2)" in again.stderr
 
 
-def test_create_splits_on_first_equals(runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path) -> None:
+def test_create_splits_on_first_equals(
+    runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path
+) -> None:
     rule = write(tmp_path / "r.py", CODE)
     result = wtpy(runner, "create", rule, "--name", "named", "--meta", f"wt-compiler={CC}",
                   "-m", "q=a=b==c", "-m", "empty=", "-s", "k=v=w", "-s", "k2= spaced ")  # fmt: skip
@@ -445,7 +505,9 @@ def test_create_splits_on_first_equals(runner: CliRunner, profile: Path, fake: F
     assert body["secrets"] == {"k": "v=w", "k2": " spaced "}
 
 
-def test_create_reads_meta_and_secrets_files(runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path) -> None:
+def test_create_reads_meta_and_secrets_files(
+    runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path
+) -> None:
     rule = write(tmp_path / "r.py", CODE)
     cases = {
         "meta.yaml": f"wt-compiler: {CC}\nnum: 3\nflag: true\nover: file\n",
@@ -461,7 +523,9 @@ def test_create_reads_meta_and_secrets_files(runner: CliRunner, profile: Path, f
                       "--secrets-file", secrets, "--secret", "b=flag")  # fmt: skip
         assert result.exit_code == 0, (filename, result.output)
         body = json.loads(fake.last("PUT").content)
-        assert body["meta"] == {"wt-compiler": CC, "num": "3", "flag": "true", "over": "flag"}, filename
+        assert body["meta"] == {"wt-compiler": CC, "num": "3", "flag": "true", "over": "flag"}, (
+            filename
+        )
         assert body["secrets"] == {"a": "1=2", "b": "flag"}
 
 
@@ -474,7 +538,9 @@ def test_create_reads_meta_and_secrets_files(runner: CliRunner, profile: Path, f
         ("a: {b: 1\n", "not valid YAML (line"),
     ],
 )
-def test_create_rejects_bad_mapping_files(runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path, content: str, message: str) -> None:
+def test_create_rejects_bad_mapping_files(
+    runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path, content: str, message: str
+) -> None:
     rule = write(tmp_path / "r.py", CODE)
     result = wtpy(runner, "create", rule, "--secrets-file", write(tmp_path / "s.yaml", content))
     assert result.exit_code == 2
@@ -482,7 +548,9 @@ def test_create_rejects_bad_mapping_files(runner: CliRunner, profile: Path, fake
     assert fake.requests == []
 
 
-def test_create_bad_pairs_do_not_echo_values(runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path) -> None:
+def test_create_bad_pairs_do_not_echo_values(
+    runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path
+) -> None:
     rule = write(tmp_path / "r.py", CODE)
     result = wtpy(runner, "create", rule, "--secret", SECRET)
     assert result.exit_code == 2
@@ -491,7 +559,9 @@ def test_create_bad_pairs_do_not_echo_values(runner: CliRunner, profile: Path, f
     assert fake.requests == []
 
 
-def test_create_file_problems(runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path) -> None:
+def test_create_file_problems(
+    runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path
+) -> None:
     missing = wtpy(runner, "create", str(tmp_path / "nope.py"))
     assert missing.exit_code == 2
     assert missing.stderr == f"error: cannot read FILE {tmp_path / 'nope.py'}: no such file\n"
@@ -506,21 +576,39 @@ def test_create_file_problems(runner: CliRunner, profile: Path, fake: FakeWtpy, 
 
 
 def test_create_from_stdin_with_bom(runner: CliRunner, profile: Path, fake: FakeWtpy) -> None:
-    result = wtpy(runner, "create", "-", "--name", "piped", "-m", f"wt-compiler={CC}", input="\ufeff" + CODE)
+    result = wtpy(
+        runner, "create", "-", "--name", "piped", "-m", f"wt-compiler={CC}", input="\ufeff" + CODE
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(fake.last("PUT").content)["code"] == CODE
 
 
-def test_create_server_rejections(runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path) -> None:
+def test_create_server_rejections(
+    runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path
+) -> None:
     no_compiler = wtpy(runner, "create", write(tmp_path / "r.py", CODE))
     assert no_compiler.exit_code == 6
-    assert no_compiler.stderr == "error: meta 'wt-compiler' is required (HTTP 422 invalid_webtask)\n"
-    big = wtpy(runner, "create", write(tmp_path / "big.py", "#" * 200_000), "-m", f"wt-compiler={CC}")
+    assert (
+        no_compiler.stderr == "error: meta 'wt-compiler' is required (HTTP 422 invalid_webtask)\n"
+    )
+    big = wtpy(
+        runner, "create", write(tmp_path / "big.py", "#" * 200_000), "-m", f"wt-compiler={CC}"
+    )
     assert big.exit_code == 6 and "413" in big.stderr
 
 
-def test_names_with_special_characters_round_trip(runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path) -> None:
-    result = wtpy(runner, "create", write(tmp_path / "r.py", CODE), "--name", "a:b@c$d+e=f!g~h", "-m", f"wt-compiler={CC}")
+def test_names_with_special_characters_round_trip(
+    runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path
+) -> None:
+    result = wtpy(
+        runner,
+        "create",
+        write(tmp_path / "r.py", CODE),
+        "--name",
+        "a:b@c$d+e=f!g~h",
+        "-m",
+        f"wt-compiler={CC}",
+    )
     assert result.exit_code == 0, result.output
     assert ("default", "a:b@c$d+e=f!g~h") in fake.webtasks
 
@@ -528,9 +616,23 @@ def test_names_with_special_characters_round_trip(runner: CliRunner, profile: Pa
 # -- update ------------------------------------------------------------------------------------
 
 
-def test_update_sends_merge_patch(runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path) -> None:
+def test_update_sends_merge_patch(
+    runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path
+) -> None:
     fake.add("r", {"wt-compiler": CC, "keep": "1", "drop": "x"}, {"s1": "a", "s2": "b"})
-    result = wtpy(runner, "update", "r", "-m", "new=v=w", "--unset-meta", "drop", "-s", "s1=new", "--unset-secret", "s2")
+    result = wtpy(
+        runner,
+        "update",
+        "r",
+        "-m",
+        "new=v=w",
+        "--unset-meta",
+        "drop",
+        "-s",
+        "s1=new",
+        "--unset-secret",
+        "s2",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(fake.last("PATCH").content) == {
         "meta": {"new": "v=w", "drop": None}, "secrets": {"s1": "new", "s2": None},
@@ -541,13 +643,20 @@ def test_update_sends_merge_patch(runner: CliRunner, profile: Path, fake: FakeWt
     assert fake.webtasks[("default", "r")]["secrets"] == {"s1": "new"}
 
 
-def test_update_code_and_files(runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path) -> None:
+def test_update_code_and_files(
+    runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path
+) -> None:
     fake.add("r", {"wt-compiler": CC, "gone": "x"})
     new_code = "def hook(client, scope, audience, context, cb):\n    cb(None, {'x': 1})\n"
     meta_file = write(tmp_path / "m.yaml", "gone: null\nadded: yes-please\n")
-    result = wtpy(runner, "update", "r", write(tmp_path / "new.py", new_code), "--meta-file", meta_file)
+    result = wtpy(
+        runner, "update", "r", write(tmp_path / "new.py", new_code), "--meta-file", meta_file
+    )
     assert result.exit_code == 0, result.output
-    assert json.loads(fake.last("PATCH").content) == {"code": new_code, "meta": {"gone": None, "added": "yes-please"}}
+    assert json.loads(fake.last("PATCH").content) == {
+        "code": new_code,
+        "meta": {"gone": None, "added": "yes-please"},
+    }
 
 
 def test_update_usage_errors(runner: CliRunner, profile: Path, fake: FakeWtpy) -> None:
@@ -565,7 +674,11 @@ def test_update_usage_errors(runner: CliRunner, profile: Path, fake: FakeWtpy) -
 
 
 def test_ls_table_and_json(runner: CliRunner, profile: Path, fake: FakeWtpy) -> None:
-    fake.add("alpha", {"wt-compiler": CC, "auth0-extension-secret": SECRET}, {"auth0-extension-secret": SECRET})
+    fake.add(
+        "alpha",
+        {"wt-compiler": CC, "auth0-extension-secret": SECRET},
+        {"auth0-extension-secret": SECRET},
+    )
     fake.add("beta", {"wt-compiler": "auth0-ext-compilers/password-exchange"})
     table = wtpy(runner, "ls")
     assert table.exit_code == 0, table.output
@@ -575,7 +688,12 @@ def test_ls_table_and_json(runner: CliRunner, profile: Path, fake: FakeWtpy) -> 
     rows = [line.split() for line in lines[2:]]
     assert rows == [
         ["alpha", CC, "2026-11-23T10:00:01Z", f"{URL}/api/run/default/alpha"],
-        ["beta", "auth0-ext-compilers/password-exchange", "2026-11-23T10:00:02Z", f"{URL}/api/run/default/beta"],
+        [
+            "beta",
+            "auth0-ext-compilers/password-exchange",
+            "2026-11-23T10:00:02Z",
+            f"{URL}/api/run/default/beta",
+        ],
     ]
     raw = wtpy(runner, "ls", "--json")
     assert raw.exit_code == 0
@@ -588,11 +706,20 @@ def test_ls_table_and_json(runner: CliRunner, profile: Path, fake: FakeWtpy) -> 
 def test_ls_filters_and_empty(runner: CliRunner, profile: Path, fake: FakeWtpy) -> None:
     fake.add("alpha", {"wt-compiler": CC, "auth0-extension": "runtime"})
     fake.add("beta", {"wt-compiler": CC})
-    result = wtpy(runner, "ls", "--json", "--meta", "auth0-extension=runtime", "-m", f"wt-compiler={CC}")
+    result = wtpy(
+        runner, "ls", "--json", "--meta", "auth0-extension=runtime", "-m", f"wt-compiler={CC}"
+    )
     assert [w["name"] for w in json.loads(result.stdout)] == ["alpha"]
-    assert fake.last().url.params.get_list("meta") == ["auth0-extension:runtime", f"wt-compiler:{CC}"]
+    assert fake.last().url.params.get_list("meta") == [
+        "auth0-extension:runtime",
+        f"wt-compiler:{CC}",
+    ]
     empty = wtpy(runner, "ls", "-c", "void")
-    assert empty.exit_code == 0 and empty.stdout == "" and "no webtasks in container 'void'" in empty.stderr
+    assert (
+        empty.exit_code == 0
+        and empty.stdout == ""
+        and "no webtasks in container 'void'" in empty.stderr
+    )
     assert json.loads(wtpy(runner, "ls", "-c", "void", "--json").stdout) == []
 
 
@@ -600,11 +727,24 @@ def test_ls_filters_and_empty(runner: CliRunner, profile: Path, fake: FakeWtpy) 
 
 
 def test_inspect_masks_secrets_by_default(runner: CliRunner, profile: Path, fake: FakeWtpy) -> None:
-    fake.add("r", {"wt-compiler": CC, "auth0-extension-secret": SECRET}, {"auth0-extension-secret": SECRET, "other": "v2-hidden"})
+    fake.add(
+        "r",
+        {"wt-compiler": CC, "auth0-extension-secret": SECRET},
+        {"auth0-extension-secret": SECRET, "other": "v2-hidden"},
+    )
     result = wtpy(runner, "inspect", "r")
     assert result.exit_code == 0, result.output
     out = result.stdout
-    for expected in ("default", f"{URL}/api/run/default/r", CC, "auth0-extension-secret", "other", "--decrypt", "2026-11-23T10:00:01Z", MASK):
+    for expected in (
+        "default",
+        f"{URL}/api/run/default/r",
+        CC,
+        "auth0-extension-secret",
+        "other",
+        "--decrypt",
+        "2026-11-23T10:00:01Z",
+        MASK,
+    ):
         assert expected in out
     assert SECRET not in out and "v2-hidden" not in out and "def hook" not in out
     assert fake.last().url.params.get("decrypt") is None
@@ -613,7 +753,11 @@ def test_inspect_masks_secrets_by_default(runner: CliRunner, profile: Path, fake
 
 
 def test_inspect_decrypt_and_code(runner: CliRunner, profile: Path, fake: FakeWtpy) -> None:
-    fake.add("r", {"wt-compiler": CC, "auth0-extension-secret": SECRET}, {"auth0-extension-secret": SECRET})
+    fake.add(
+        "r",
+        {"wt-compiler": CC, "auth0-extension-secret": SECRET},
+        {"auth0-extension-secret": SECRET},
+    )
     result = wtpy(runner, "inspect", "r", "--decrypt", "--fetch-code")
     assert result.exit_code == 0, result.output
     assert SECRET in result.stdout and MASK not in result.stdout
@@ -636,13 +780,19 @@ def test_rm_without_tty_or_with_yes(runner: CliRunner, profile: Path, fake: Fake
     assert wtpy(runner, "rm", "a", "-y").exit_code == 5
 
 
-def test_rm_confirms_on_a_terminal(runner: CliRunner, profile: Path, fake: FakeWtpy, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rm_confirms_on_a_terminal(
+    runner: CliRunner, profile: Path, fake: FakeWtpy, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(cli_main, "_stdin_is_tty", lambda: True)
     fake.add("a")
     cancelled = wtpy(runner, "rm", "a", input="n\n")
     assert cancelled.exit_code == 1
-    assert "Delete webtask default/a?" in cancelled.stderr and "error: cancelled" in cancelled.stderr
-    assert ("default", "a") in fake.webtasks and not [r for r in fake.requests if r.method == "DELETE"]
+    assert (
+        "Delete webtask default/a?" in cancelled.stderr and "error: cancelled" in cancelled.stderr
+    )
+    assert ("default", "a") in fake.webtasks and not [
+        r for r in fake.requests if r.method == "DELETE"
+    ]
     assert wtpy(runner, "rm", "a", input="\n").exit_code == 1  # default is no
     confirmed = wtpy(runner, "rm", "a", input="y\n")
     assert confirmed.exit_code == 0 and "deleted webtask default/a" in confirmed.stderr
@@ -653,7 +803,11 @@ def test_rm_confirms_on_a_terminal(runner: CliRunner, profile: Path, fake: FakeW
 
 
 def test_invoke_sends_the_webtask_secret(runner: CliRunner, profile: Path, fake: FakeWtpy) -> None:
-    fake.add("r", {"wt-compiler": CC, "auth0-extension-secret": SECRET}, {"auth0-extension-secret": SECRET})
+    fake.add(
+        "r",
+        {"wt-compiler": CC, "auth0-extension-secret": SECRET},
+        {"auth0-extension-secret": SECRET},
+    )
     result = wtpy(runner, "invoke", "r", "--data", '{"client": {"id": "c"}, "scope": ["a"]}')
     assert result.exit_code == 0, result.output
     envelope = json.loads(result.stdout)
@@ -672,9 +826,14 @@ def test_invoke_error_envelope_exits_3(runner: CliRunner, profile: Path, fake: F
     result = wtpy(runner, "invoke", "r", "--no-auth", "-d", "{}")
     assert result.exit_code == 3
     assert json.loads(result.stdout)["data"]["message"] == "Unauthorized extensibility point"
-    assert "error: the hook answered an error envelope: Error: Unauthorized extensibility point" in result.stderr
+    assert (
+        "error: the hook answered an error envelope: Error: Unauthorized extensibility point"
+        in result.stderr
+    )
     assert "authorization" not in fake.last("POST", "/api/run").headers
-    assert not [r for r in fake.requests if r.url.path.startswith("/api/webtask")]  # --no-auth: no fetch
+    assert not [
+        r for r in fake.requests if r.url.path.startswith("/api/webtask")
+    ]  # --no-auth: no fetch
 
 
 def test_invoke_options(runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path) -> None:
@@ -693,7 +852,9 @@ def test_invoke_options(runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_pa
     assert no_body.exit_code == 0 and fake.last(prefix="/api/run").content == b""
 
 
-def test_invoke_explicit_authorization_wins(runner: CliRunner, profile: Path, fake: FakeWtpy) -> None:
+def test_invoke_explicit_authorization_wins(
+    runner: CliRunner, profile: Path, fake: FakeWtpy
+) -> None:
     fake.add("r", {"wt-compiler": CC}, {"auth0-extension-secret": SECRET})
     result = wtpy(runner, "invoke", "r", "-H", "Authorization: Bearer wrong")
     assert result.exit_code == 3
@@ -716,32 +877,74 @@ def test_invoke_usage_and_http_errors(runner: CliRunner, profile: Path, fake: Fa
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(400, 6), (413, 6), (415, 6), (422, 6), (401, 8), (403, 8), (404, 5), (500, 7), (502, 7), (503, 7)],
+    [
+        (400, 6),
+        (413, 6),
+        (415, 6),
+        (422, 6),
+        (401, 8),
+        (403, 8),
+        (404, 5),
+        (500, 7),
+        (502, 7),
+        (503, 7),
+    ],
 )
-def test_api_error_status_to_exit_code(runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path, status: int, code: int) -> None:
+def test_api_error_status_to_exit_code(
+    runner: CliRunner, profile: Path, fake: FakeWtpy, tmp_path: Path, status: int, code: int
+) -> None:
     fake.forced = (status, "some_code")
     rule = write(tmp_path / "r.py", CODE)
-    for args in (["ls"], ["inspect", "r"], ["rm", "r", "-y"], ["create", rule], ["update", "r", "-m", "a=b"], ["invoke", "r"]):
+    for args in (
+        ["ls"],
+        ["inspect", "r"],
+        ["rm", "r", "-y"],
+        ["create", rule],
+        ["update", "r", "-m", "a=b"],
+        ["invoke", "r"],
+    ):
         result = wtpy(runner, *args)
         assert result.exit_code == code, (args, result.output)
-        assert result.stderr == f"error: forced failure (HTTP {status} some_code)" + (
-            "; check the profile's token (`wtpy init`)" if code == 8 else ""
-        ) + "\n"
+        assert (
+            result.stderr
+            == f"error: forced failure (HTTP {status} some_code)"
+            + ("; check the profile's token (`wtpy init`)" if code == 8 else "")
+            + "\n"
+        )
     assert exit_code_for(ApiError(status, "x", "y")) == code
 
 
-def test_non_json_error_body(runner: CliRunner, profile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    transport = httpx.MockTransport(lambda request: httpx.Response(502, text="<html>bad gateway</html>"))
-    monkeypatch.setattr(cli_main, "make_client", lambda url, token: ManagementClient(url, token, transport=transport))
+def test_non_json_error_body(
+    runner: CliRunner, profile: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(502, text="<html>bad gateway</html>")
+    )
+    monkeypatch.setattr(
+        cli_main,
+        "make_client",
+        lambda url, token: ManagementClient(url, token, transport=transport),
+    )
     result = wtpy(runner, "ls")
-    assert result.exit_code == 7 and result.stderr == "error: HTTP 502 Bad Gateway (HTTP 502 bad_gateway)\n"
+    assert (
+        result.exit_code == 7
+        and result.stderr == "error: HTTP 502 Bad Gateway (HTTP 502 bad_gateway)\n"
+    )
 
 
-def test_connection_refused_exits_7(runner: CliRunner, env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_connection_refused_exits_7(
+    runner: CliRunner, env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("WTPY_URL", url)
     monkeypatch.setenv("WTPY_TOKEN", ADMIN)
-    for args in (["ls"], ["inspect", "x"], ["rm", "x", "-y"], ["invoke", "x"], ["invoke", "x", "--no-auth"]):
+    for args in (
+        ["ls"],
+        ["inspect", "x"],
+        ["rm", "x", "-y"],
+        ["invoke", "x"],
+        ["invoke", "x", "--no-auth"],
+    ):
         result = wtpy(runner, *args)
         assert result.exit_code == 7, args
         assert result.stderr == f"error: cannot reach wtpy at {url}: connection refused\n"
@@ -752,6 +955,12 @@ def test_timeout_exits_7(runner: CliRunner, profile: Path, monkeypatch: pytest.M
         raise httpx.ReadTimeout("timed out", request=request)
 
     transport = httpx.MockTransport(slow)
-    monkeypatch.setattr(cli_main, "make_client", lambda url, token: ManagementClient(url, token, transport=transport))
+    monkeypatch.setattr(
+        cli_main,
+        "make_client",
+        lambda url, token: ManagementClient(url, token, transport=transport),
+    )
     result = wtpy(runner, "ls")
-    assert result.exit_code == 7 and result.stderr == f"error: cannot reach wtpy at {URL}: timed out\n"
+    assert (
+        result.exit_code == 7 and result.stderr == f"error: cannot reach wtpy at {URL}: timed out\n"
+    )

@@ -51,7 +51,10 @@ def success(data: Any = None, *, has_data: bool = True) -> bytes:
 
 def failure(name: str, message: str, **extra: Any) -> bytes:
     return orjson.dumps(
-        {"status": "error", "data": {"message": message, "name": name, "stack": f"{name}: {message}", **extra}}
+        {
+            "status": "error",
+            "data": {"message": message, "name": name, "stack": f"{name}: {message}", **extra},
+        }
     )
 
 
@@ -68,14 +71,22 @@ async def fake_hook(request: Request) -> Response:
     json = "application/json"
     if mode == "rule":
         if request.headers.get("authorization") != f"Bearer {SECRET}":
-            return Response(failure("Error", "Unauthorized extensibility point", statusCode=500), media_type=json)
+            return Response(
+                failure("Error", "Unauthorized extensibility point", statusCode=500),
+                media_type=json,
+            )
         return Response(success(documented_rule(orjson.loads(raw))), media_type=json)
     if mode == "nodata":
         return Response(success(has_data=False), media_type=json)
     if mode == "error":
-        return Response(failure("InvalidScopeError", "scope not allowed", error_description="x"), media_type=json)
+        return Response(
+            failure("InvalidScopeError", "scope not allowed", error_description="x"),
+            media_type=json,
+        )
     if mode == "echo":
-        return Response(success({"headers": dict(request.headers), "body": orjson.loads(raw)}), media_type=json)
+        return Response(
+            success({"headers": dict(request.headers), "body": orjson.loads(raw)}), media_type=json
+        )
     if mode == "slow":
         await asyncio.sleep(1.5)
         return Response(success({}), media_type=json)
@@ -84,7 +95,9 @@ async def fake_hook(request: Request) -> Response:
     if mode == "notjson":
         return Response(b"<html>gateway</html>", media_type="text/html")
     if mode == "missing":
-        return Response(b'{"error":"not_found","message":"Webtask default/x not found"}', 404, media_type=json)
+        return Response(
+            b'{"error":"not_found","message":"Webtask default/x not found"}', 404, media_type=json
+        )
     return Response(b"", 500)
 
 
@@ -132,7 +145,10 @@ def test_real_error_envelope(hook_url: str) -> None:
 
 @pytest.mark.parametrize("secret", [None, "wrong-secret"])
 def test_real_unauthorized(hook_url: str, secret: str | None) -> None:
-    with HookClient(f"{hook_url}/rule", secret) as hook, pytest.raises(HookUnauthorizedError) as caught:
+    with (
+        HookClient(f"{hook_url}/rule", secret) as hook,
+        pytest.raises(HookUnauthorizedError) as caught,
+    ):
         hook.client_credentials(CLIENT, ["test"], AUDIENCE)
     assert caught.value.message == "Unauthorized extensibility point"
     assert caught.value.data["statusCode"] == 500
@@ -159,7 +175,10 @@ def test_real_headers_and_body_sent(hook_url: str) -> None:
 
 def test_real_timeout(hook_url: str) -> None:
     started = time.monotonic()
-    with HookClient(f"{hook_url}/slow", SECRET, timeout=0.3) as hook, pytest.raises(HookTimeoutError):
+    with (
+        HookClient(f"{hook_url}/slow", SECRET, timeout=0.3) as hook,
+        pytest.raises(HookTimeoutError),
+    ):
         hook.client_credentials(CLIENT, [], AUDIENCE)
     assert time.monotonic() - started < 1.2
 
@@ -195,7 +214,10 @@ def test_connection_refused_sync_and_async() -> None:
     ("mode", "status"), [("malformed", 200), ("notjson", 200), ("missing", 404)]
 )
 def test_real_protocol_errors(hook_url: str, mode: str, status: int) -> None:
-    with HookClient(f"{hook_url}/{mode}", SECRET) as hook, pytest.raises(HookProtocolError) as caught:
+    with (
+        HookClient(f"{hook_url}/{mode}", SECRET) as hook,
+        pytest.raises(HookProtocolError) as caught,
+    ):
         hook.client_credentials(CLIENT, [], AUDIENCE)
     assert caught.value.status_code == status
     if mode == "missing":
@@ -203,7 +225,10 @@ def test_real_protocol_errors(hook_url: str, mode: str, status: int) -> None:
 
 
 def test_real_server_error_is_unavailable(hook_url: str) -> None:
-    with HookClient(f"{hook_url}/other", SECRET) as hook, pytest.raises(HookUnavailableError) as caught:
+    with (
+        HookClient(f"{hook_url}/other", SECRET) as hook,
+        pytest.raises(HookUnavailableError) as caught,
+    ):
         hook.invoke({})
     assert caught.value.status_code == 500
 
@@ -214,7 +239,9 @@ def test_real_server_error_is_unavailable(hook_url: str) -> None:
 class Recorder:
     """A MockTransport handler answering `content` and remembering the requests."""
 
-    def __init__(self, content: bytes = b"", status: int = 200, error: Exception | None = None) -> None:
+    def __init__(
+        self, content: bytes = b"", status: int = 200, error: Exception | None = None
+    ) -> None:
         self.content, self.status, self.error = content, status, error
         self.requests: list[httpx.Request] = []
 
@@ -229,14 +256,25 @@ class Recorder:
         return orjson.loads(self.requests[-1].content)
 
 
-def mock(content: bytes = b"", status: int = 200, error: Exception | None = None, secret: str | None = SECRET) -> tuple[HookClient, Recorder]:
+def mock(
+    content: bytes = b"",
+    status: int = 200,
+    error: Exception | None = None,
+    secret: str | None = SECRET,
+) -> tuple[HookClient, Recorder]:
     recorder = Recorder(content, status, error)
-    return HookClient("http://hook.test/api/run/c/n", secret, transport=httpx.MockTransport(recorder)), recorder
+    return HookClient(
+        "http://hook.test/api/run/c/n", secret, transport=httpx.MockTransport(recorder)
+    ), recorder
 
 
-def amock(content: bytes = b"", status: int = 200, error: Exception | None = None) -> tuple[AsyncHookClient, Recorder]:
+def amock(
+    content: bytes = b"", status: int = 200, error: Exception | None = None
+) -> tuple[AsyncHookClient, Recorder]:
     recorder = Recorder(content, status, error)
-    return AsyncHookClient("http://hook.test/api/run/c/n", SECRET, transport=httpx.MockTransport(recorder)), recorder
+    return AsyncHookClient(
+        "http://hook.test/api/run/c/n", SECRET, transport=httpx.MockTransport(recorder)
+    ), recorder
 
 
 def test_mock_client_credentials_body_and_headers() -> None:
@@ -303,12 +341,34 @@ def test_hook_result_helpers(data: Any, scope: Any, claims: Any) -> None:
 @pytest.mark.parametrize(
     ("envelope", "cls"),
     [
-        (failure("Error", "Unauthorized extensibility point", statusCode=500), HookUnauthorizedError),
-        (failure("CompileError", "Unable to compile the extensibility code as python", error_description="Line 1"), HookCompileError),
-        (failure("Error", "Body .client received by extensibility point is not an object"), HookBadRequestError),
-        (failure("Error", "Body.user received by extensibility point is not an object"), HookBadRequestError),
-        (failure("Error", "Body received by extensibility point is not an object"), HookBadRequestError),
-        (failure("Error", "Invalid request payload JSON format", statusCode=400), HookBadRequestError),
+        (
+            failure("Error", "Unauthorized extensibility point", statusCode=500),
+            HookUnauthorizedError,
+        ),
+        (
+            failure(
+                "CompileError",
+                "Unable to compile the extensibility code as python",
+                error_description="Line 1",
+            ),
+            HookCompileError,
+        ),
+        (
+            failure("Error", "Body .client received by extensibility point is not an object"),
+            HookBadRequestError,
+        ),
+        (
+            failure("Error", "Body.user received by extensibility point is not an object"),
+            HookBadRequestError,
+        ),
+        (
+            failure("Error", "Body received by extensibility point is not an object"),
+            HookBadRequestError,
+        ),
+        (
+            failure("Error", "Invalid request payload JSON format", statusCode=400),
+            HookBadRequestError,
+        ),
         (failure("ValueError", "boom"), HookError),
         (failure("TimeoutError", "Script execution timed out after 20 seconds"), HookError),
         (orjson.dumps({"status": "error", "data": {"message": "no name"}}), HookError),
@@ -381,14 +441,19 @@ def test_mock_transport_failures(error: Exception, cls: type[HookClientError]) -
 
 def test_mock_async_client() -> None:
     async def main() -> None:
-        hook, recorder = amock(success({"scope": ["test", "extra"], "https://foo.com/claim": "bar"}))
+        hook, recorder = amock(
+            success({"scope": ["test", "extra"], "https://foo.com/claim": "bar"})
+        )
         async with hook:
             result = await hook.client_credentials(CLIENT, ["test"], AUDIENCE, ip="::1")
             assert result.scope == ["test", "extra"]
             assert result.claims == {"https://foo.com/claim": "bar"}
             assert recorder.requests[0].headers["authorization"] == f"Bearer {SECRET}"
             assert recorder.body["context"] == {"ip": "::1"}
-            assert await hook.invoke({}) == {"scope": ["test", "extra"], "https://foo.com/claim": "bar"}
+            assert await hook.invoke({}) == {
+                "scope": ["test", "extra"],
+                "https://foo.com/claim": "bar",
+            }
 
         failing, _ = amock(failure("Error", "Unauthorized extensibility point"))
         with pytest.raises(HookUnauthorizedError):

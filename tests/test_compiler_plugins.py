@@ -13,7 +13,7 @@ from conftest import WtpyServer
 
 from wtpy.compilers import ENTRY_POINT_GROUP, _registry, compiler_names, get_compiler
 
-PLUGIN = '''
+PLUGIN = """
 from typing import ClassVar
 
 from wtpy.compilers import Check, ExchangeCompiler, is_string
@@ -29,7 +29,7 @@ class EchoExchange(ExchangeCompiler):
 
 class NotACompiler:
     pass
-'''
+"""
 
 ENTRY_POINTS = f"""
 [{ENTRY_POINT_GROUP}]
@@ -88,11 +88,17 @@ def test_a_server_runs_hooks_with_a_plugin_compiler(plugin_dir: Path, tmp_path: 
         assert response.status_code in (200, 201), response.text
         answer = server.run("echo", {"greeting": "hi"}, secret="s3")
         assert answer.json() == {
-            "status": "success", "statusCode": 200, "headers": {}, "data": {"echo": "hi", "secret": "v"}
+            "status": "success",
+            "statusCode": 200,
+            "headers": {},
+            "data": {"echo": "hi", "secret": "v"},
         }
         refused = server.run("echo", {"greeting": 1}, secret="s3").json()
         assert refused["status"] == "error"
-        assert refused["data"]["message"] == "Body .greeting received by extensibility point is not a string"
+        assert (
+            refused["data"]["message"]
+            == "Body .greeting received by extensibility point is not a string"
+        )
         unauthorized = server.run("echo", {"greeting": "hi"}, secret="wrong").json()
         assert unauthorized["data"]["message"] == "Unauthorized extensibility point"
     finally:

@@ -59,7 +59,9 @@ def valid_body(name: str) -> dict[str, Any]:
     return body
 
 
-def webtask(secrets: Mapping[str, str] | None = None, meta: Mapping[str, str] | None = None) -> WebtaskContext:
+def webtask(
+    secrets: Mapping[str, str] | None = None, meta: Mapping[str, str] | None = None
+) -> WebtaskContext:
     return WebtaskContext(
         container="default",
         name="myrule",
@@ -88,11 +90,16 @@ def request(
         pairs.append((key.lower().encode("latin-1"), value.encode("latin-1")))
     if raw is None:
         raw = b"" if body is None else orjson.dumps(body)
-    return HookRequest(method=method, headers=Headers(raw=pairs), query=QueryParams(query), path=path, body=raw)
+    return HookRequest(
+        method=method, headers=Headers(raw=pairs), query=QueryParams(query), path=path, body=raw
+    )
 
 
 def err(message: str, name: str = "Error", **extra: Any) -> dict[str, Any]:
-    return {"status": "error", "data": {"message": message, "name": name, "stack": f"{name}: {message}", **extra}}
+    return {
+        "status": "error",
+        "data": {"message": message, "name": name, "stack": f"{name}: {message}", **extra},
+    }
 
 
 def prepare(name: str, req: HookRequest, wt: WebtaskContext | None = None) -> HookCall | bytes:
@@ -118,9 +125,25 @@ def prepared_call(name: str, req: HookRequest, wt: WebtaskContext | None = None)
 
 def test_public_api() -> None:
     assert sorted(compilers.__all__) == sorted(
-        ["HookRequest", "WebtaskContext", "HookCall", "Compiler", "get_compiler", "compiler_names", "register",
-         "error_envelope", "ENTRY_POINT_GROUP", "load_entry_points", "ExchangeCompiler", "Check",
-         "is_array", "is_empty_or_array", "is_object", "is_string", "js_truthy"]
+        [
+            "HookRequest",
+            "WebtaskContext",
+            "HookCall",
+            "Compiler",
+            "get_compiler",
+            "compiler_names",
+            "register",
+            "error_envelope",
+            "ENTRY_POINT_GROUP",
+            "load_entry_points",
+            "ExchangeCompiler",
+            "Check",
+            "is_array",
+            "is_empty_or_array",
+            "is_object",
+            "is_string",
+            "js_truthy",
+        ]
     )
 
 
@@ -135,7 +158,15 @@ def test_registry_names() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    [f" {CC}", f"{CC} ", CC.upper(), f"{CC}@6", "auth0-ext-compilers/generic", "", "client-credentials-exchange"],
+    [
+        f" {CC}",
+        f"{CC} ",
+        CC.upper(),
+        f"{CC}@6",
+        "auth0-ext-compilers/generic",
+        "",
+        "client-credentials-exchange",
+    ],
 )
 def test_registry_exact_names_only(name: str) -> None:
     assert get_compiler(name) is None
@@ -215,7 +246,14 @@ def _validation_cases() -> list[tuple[str, str, Any, str | None]]:
             for value in [{}, {"a": [1]}]:
                 cases.append((name, field, value, None))
         for value in [..., None, 1, 0, "", ["a"], {}, True]:
-            cases.append((name, "audience", value, None if value == "" and isinstance(value, str) else "audience"))
+            cases.append(
+                (
+                    name,
+                    "audience",
+                    value,
+                    None if value == "" and isinstance(value, str) else "audience",
+                )
+            )
         cases.append((name, "audience", "https://api", None))
         # scope: JS `body.scope && !Array.isArray(body.scope)` - falsy values and arrays pass.
         for value in [..., None, "", 0, 0.0, False, [], ["a", "b"], [1, None]]:
@@ -294,7 +332,9 @@ def test_wrong_auth_beats_validation(name: str) -> None:
 
 @pytest.mark.parametrize("name", BOTH)
 def test_wrong_auth_without_body(name: str) -> None:
-    assert prepared_error(name, request(method="GET", authorization=None)) == err(UNAUTHORIZED, statusCode=500)
+    assert prepared_error(name, request(method="GET", authorization=None)) == err(
+        UNAUTHORIZED, statusCode=500
+    )
 
 
 @pytest.mark.parametrize("name", BOTH)
@@ -305,7 +345,17 @@ def test_good_auth_then_validation(name: str) -> None:
 @pytest.mark.parametrize("name", BOTH)
 @pytest.mark.parametrize(
     "raw",
-    [b"{", b"{'a': 1}", b"{}x", b"   ", b"NaN", b"\xef\xbb\xbf{}", b'{"a": "\xff"}', b"[1e400]", b"[" * 2000 + b"]" * 2000],
+    [
+        b"{",
+        b"{'a': 1}",
+        b"{}x",
+        b"   ",
+        b"NaN",
+        b"\xef\xbb\xbf{}",
+        b'{"a": "\xff"}',
+        b"[1e400]",
+        b"[" * 2000 + b"]" * 2000,
+    ],
 )
 def test_invalid_json_variants(name: str, raw: bytes) -> None:
     assert prepared_error(name, request(raw=raw)) == err(INVALID_JSON, statusCode=400)
@@ -348,7 +398,11 @@ def test_invalid_json_variants(name: str, raw: bytes) -> None:
     ],
 )
 def test_authorization_header(name: str, secret: str, header: str | None, ok: bool) -> None:
-    out = prepare(name, request(valid_body(name), authorization=header), webtask({"auth0-extension-secret": secret}))
+    out = prepare(
+        name,
+        request(valid_body(name), authorization=header),
+        webtask({"auth0-extension-secret": secret}),
+    )
     if ok:
         assert isinstance(out, HookCall)
     else:
@@ -367,15 +421,25 @@ def test_no_secret_no_authorization(name: str, secrets: dict[str, str], header: 
 @pytest.mark.parametrize("name", BOTH)
 def test_meta_secret_alone_does_not_enable_auth(name: str) -> None:
     # Only the *secret* counts; the meta value of the same name is informational.
-    out = prepare(name, request(valid_body(name), authorization=None), webtask(secrets={}, meta=META))
+    out = prepare(
+        name, request(valid_body(name), authorization=None), webtask(secrets={}, meta=META)
+    )
     assert isinstance(out, HookCall)
 
 
 @pytest.mark.parametrize("name", BOTH)
 def test_first_authorization_header_wins(name: str) -> None:
-    req = request(valid_body(name), authorization=f"Bearer {SECRET}", extra_headers=[("Authorization", "Bearer no")])
+    req = request(
+        valid_body(name),
+        authorization=f"Bearer {SECRET}",
+        extra_headers=[("Authorization", "Bearer no")],
+    )
     assert isinstance(prepare(name, req), HookCall)
-    req = request(valid_body(name), authorization="Bearer no", extra_headers=[("Authorization", f"Bearer {SECRET}")])
+    req = request(
+        valid_body(name),
+        authorization="Bearer no",
+        extra_headers=[("Authorization", f"Bearer {SECRET}")],
+    )
     assert prepared_error(name, req) == err(UNAUTHORIZED, statusCode=500)
 
 
@@ -391,11 +455,16 @@ def test_token_with_js_line_terminator_never_matches(name: str, terminator: str)
         path="",
         body=orjson.dumps(valid_body(name)),
     )
-    assert prepared_error(name, req, webtask({"auth0-extension-secret": secret})) == err(UNAUTHORIZED, statusCode=500)
+    assert prepared_error(name, req, webtask({"auth0-extension-secret": secret})) == err(
+        UNAUTHORIZED, statusCode=500
+    )
     # At the ends the terminator is trimmed away, like JS trim().
     req = HookRequest(
         method="POST",
-        headers={"content-type": "application/json", "authorization": f"{terminator}Bearer {SECRET}{terminator}"},
+        headers={
+            "content-type": "application/json",
+            "authorization": f"{terminator}Bearer {SECRET}{terminator}",
+        },
         query={},
         path="",
         body=orjson.dumps(valid_body(name)),
@@ -443,16 +512,31 @@ def test_json_content_types_parse(name: str, content_type: str) -> None:
 @pytest.mark.parametrize("name", BOTH)
 @pytest.mark.parametrize(
     "content_type",
-    [None, "", "text/plain", "text/json", "application/x-www-form-urlencoded", "application/jsonx", "application/+json", "+json", "json", "application/octet-stream"],
+    [
+        None,
+        "",
+        "text/plain",
+        "text/json",
+        "application/x-www-form-urlencoded",
+        "application/jsonx",
+        "application/+json",
+        "+json",
+        "json",
+        "application/octet-stream",
+    ],
 )
 def test_non_json_content_types_are_not_objects(name: str, content_type: str | None) -> None:
-    assert prepared_error(name, request(valid_body(name), content_type=content_type)) == err(BODY_NOT_OBJECT)
+    assert prepared_error(name, request(valid_body(name), content_type=content_type)) == err(
+        BODY_NOT_OBJECT
+    )
 
 
 @pytest.mark.parametrize("name", BOTH)
 @pytest.mark.parametrize("content_type", [None, "text/plain"])
 def test_non_json_garbage_is_not_parsed(name: str, content_type: str | None) -> None:
-    assert prepared_error(name, request(raw=b"{nope", content_type=content_type)) == err(BODY_NOT_OBJECT)
+    assert prepared_error(name, request(raw=b"{nope", content_type=content_type)) == err(
+        BODY_NOT_OBJECT
+    )
 
 
 @pytest.mark.parametrize("name", BOTH)
@@ -488,7 +572,13 @@ def test_hook_call_args_and_order(name: str) -> None:
         body,
         query="a=1&b=two",
         path="/sub/path",
-        extra_headers=[("X-Forwarded-For", "1.2.3.4"), ("x-multi", "1"), ("X-Multi", "2"), ("cookie", "a=1"), ("Cookie", "b=2")],
+        extra_headers=[
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("x-multi", "1"),
+            ("X-Multi", "2"),
+            ("cookie", "a=1"),
+            ("Cookie", "b=2"),
+        ],
     )
     call = prepared_call(name, req)
     assert call.order == ORDER[name]
@@ -518,7 +608,16 @@ def test_hook_call_args_and_order(name: str) -> None:
     if name == PW:
         expected = {"user": {"id": "u1"}, **expected}
     assert call.args == expected
-    assert list(call.args["context"]["webtask"]) == ["container", "name", "meta", "secrets", "headers", "query", "method", "path"]
+    assert list(call.args["context"]["webtask"]) == [
+        "container",
+        "name",
+        "meta",
+        "secrets",
+        "headers",
+        "query",
+        "method",
+        "path",
+    ]
     # Only JSON-able data crosses into the sandbox.
     assert orjson.loads(orjson.dumps(call.args)) == expected
 
@@ -626,7 +725,14 @@ def _nest(depth: int) -> Any:
 @pytest.mark.parametrize("name", BOTH)
 @pytest.mark.parametrize(
     "make_result",
-    [object, lambda: {1: "int key"}, lambda: 2**64, lambda: "\ud800", lambda: {"a": {b"bytes"}}, lambda: _nest(300)],
+    [
+        object,
+        lambda: {1: "int key"},
+        lambda: 2**64,
+        lambda: "\ud800",
+        lambda: {"a": {b"bytes"}},
+        lambda: _nest(300),
+    ],
     ids=["object", "int-key", "big-int", "surrogate", "set", "too-deep"],
 )
 def test_success_serialization_failure(name: str, make_result: Any) -> None:
@@ -642,7 +748,11 @@ def test_success_serialization_failure(name: str, make_result: Any) -> None:
 def test_failure_envelope_from_sandbox_error(name: str) -> None:
     compiler = get_compiler(name)
     assert compiler is not None
-    error = {"name": "InvalidScopeError", "message": "nope", "stack": "Traceback ...\n  File \"<webtask default/myrule>\", line 2"}
+    error = {
+        "name": "InvalidScopeError",
+        "message": "nope",
+        "stack": 'Traceback ...\n  File "<webtask default/myrule>", line 2',
+    }
     assert compiler.failure(error) == (
         b'{"status":"error","data":{"message":"nope","name":"InvalidScopeError",'
         b'"stack":"Traceback ...\\n  File \\"<webtask default/myrule>\\", line 2"}}'
@@ -672,13 +782,21 @@ def test_failure_envelope_extra_keys_follow_core_keys(name: str) -> None:
     [
         ({}, err("Unknown error")),
         ({"message": "m"}, err("m")),
-        ({"name": "ValueError", "message": ""}, {"status": "error", "data": {"message": "", "name": "ValueError", "stack": "ValueError"}}),
+        (
+            {"name": "ValueError", "message": ""},
+            {
+                "status": "error",
+                "data": {"message": "", "name": "ValueError", "stack": "ValueError"},
+            },
+        ),
         ({"name": "", "message": "m", "stack": None}, err("m")),
         ({"name": 5, "message": 7}, err("Unknown error")),
         ({"message": "m", "extra": {1, 2}}, err("m")),  # an unserialisable extra is dropped
     ],
 )
-def test_failure_envelope_defaults(name: str, error: dict[str, Any], expected: dict[str, Any]) -> None:
+def test_failure_envelope_defaults(
+    name: str, error: dict[str, Any], expected: dict[str, Any]
+) -> None:
     compiler = get_compiler(name)
     assert compiler is not None
     assert orjson.loads(compiler.failure(error)) == expected
@@ -697,7 +815,9 @@ def test_error_envelope_helper() -> None:
         b'{"status":"error","data":{"message":"m","name":"Error","stack":"custom"}}'
     )
     # `name` / `message` cannot be overridden through extra keys.
-    assert orjson.loads(error_envelope("A", "b", **{"name": "X", "message": "Y"})) == err("b", name="A")
+    assert orjson.loads(error_envelope("A", "b", **{"name": "X", "message": "Y"})) == err(
+        "b", name="A"
+    )
     # Lone surrogates cannot reach the wire; the envelope still serialises.
     assert orjson.loads(error_envelope("Error", "bad \ud800")) == {
         "status": "error",

@@ -63,7 +63,9 @@ def writer(server: WtpyServer, index: int, ledger: Ledger, stop: threading.Event
                       timeout=10) as client:  # fmt: skip
         while not stop.is_set():
             write += 1
-            name = shared[write % 4] if write % 3 else f"own{index}-{write % 50}"  # creates + updates
+            name = (
+                shared[write % 4] if write % 3 else f"own{index}-{write % 50}"
+            )  # creates + updates
             ledger.send(name, write)
             try:
                 if write % 5 == 0 and name in ledger.acked:
@@ -71,7 +73,9 @@ def writer(server: WtpyServer, index: int, ledger: Ledger, stop: threading.Event
                              "secrets": {"s": f"secret-{name}-{write}", "pad": "p" * (write % 900)}}  # fmt: skip
                     response = client.patch(f"/api/webtask/durable/{name}", json=patch)
                 else:
-                    response = client.put(f"/api/webtask/durable/{name}", json=body_for(name, write))
+                    response = client.put(
+                        f"/api/webtask/durable/{name}", json=body_for(name, write)
+                    )
             except httpx.HTTPError:
                 return  # the server is gone: this write is unacknowledged
             if response.status_code not in (200, 201):
@@ -80,10 +84,15 @@ def writer(server: WtpyServer, index: int, ledger: Ledger, stop: threading.Event
 
 
 @pytest.mark.parametrize("acks_before_kill", [40, 400])
-def test_kill_9_during_a_write_burst_loses_nothing_acknowledged(fresh_server: WtpyServer, acks_before_kill: int) -> None:
+def test_kill_9_during_a_write_burst_loses_nothing_acknowledged(
+    fresh_server: WtpyServer, acks_before_kill: int
+) -> None:
     ledger = Ledger()
     stop = threading.Event()
-    threads = [threading.Thread(target=writer, args=(fresh_server, i, ledger, stop)) for i in range(WRITERS)]
+    threads = [
+        threading.Thread(target=writer, args=(fresh_server, i, ledger, stop))
+        for i in range(WRITERS)
+    ]
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 60
@@ -116,7 +125,11 @@ def test_kill_9_during_a_write_burst_loses_nothing_acknowledged(fresh_server: Wt
             # And it decrypts and runs.
             envelope = fresh_server.run(name, CC_BODY, container="durable").json()
             assert envelope["status"] == "success", envelope
-            assert envelope["data"] == {"write": stored, "secret": f"secret-{name}-{stored}", "meta": str(stored)}
+            assert envelope["data"] == {
+                "write": stored,
+                "secret": f"secret-{name}-{stored}",
+                "meta": str(stored),
+            }
         # The server takes writes again after the restart.
         again = admin.put("/api/webtask/durable/shared0", json=body_for("shared0", 7))
         before = listed.get("shared0", {"version": 0})["version"]

@@ -96,7 +96,9 @@ def test_management_requires_the_admin_token(server: WtpyServer) -> None:
 def test_management_rejects_bad_input_clearly(server: WtpyServer) -> None:
     code = (SAMPLES / "myrule.py").read_text()
     with server.client() as client:
-        bad_name = client.put("/api/webtask/default/bad%20name", json={"code": code, "meta": cc_meta()})
+        bad_name = client.put(
+            "/api/webtask/default/bad%20name", json={"code": code, "meta": cc_meta()}
+        )
         assert bad_name.status_code == 400
         assert bad_name.json()["error"] == "invalid_name"
         big = client.put(
@@ -130,7 +132,12 @@ def test_management_rejects_bad_input_clearly(server: WtpyServer) -> None:
 
 def test_client_credentials_sample_rule(server: WtpyServer) -> None:
     name = unique("cc")
-    server.put(name, (SAMPLES / "myrule.py").read_text(), cc_meta(SECRET), {"auth0-extension-secret": SECRET})
+    server.put(
+        name,
+        (SAMPLES / "myrule.py").read_text(),
+        cc_meta(SECRET),
+        {"auth0-extension-secret": SECRET},
+    )
     response = server.run(name, CC_BODY, secret=SECRET)
     assert response.content == (
         b'{"statusCode":200,"headers":{},"status":"success",'
@@ -140,7 +147,12 @@ def test_client_credentials_sample_rule(server: WtpyServer) -> None:
 
 def test_password_sample_rule_and_five_parameter_form(server: WtpyServer) -> None:
     name = unique("pe")
-    server.put(name, (SAMPLES / "password_rule.py").read_text(), pe_meta(SECRET), {"auth0-extension-secret": SECRET})
+    server.put(
+        name,
+        (SAMPLES / "password_rule.py").read_text(),
+        pe_meta(SECRET),
+        {"auth0-extension-secret": SECRET},
+    )
     data = envelope(server.run(name, PE_BODY, secret=SECRET))
     assert data == {
         "statusCode": 200, "headers": {}, "status": "success",
@@ -153,7 +165,12 @@ def test_password_sample_rule_and_five_parameter_form(server: WtpyServer) -> Non
 
 def test_authorization_rules(server: WtpyServer) -> None:
     name = unique("auth")
-    server.put(name, (SAMPLES / "myrule.py").read_text(), cc_meta(SECRET), {"auth0-extension-secret": SECRET})
+    server.put(
+        name,
+        (SAMPLES / "myrule.py").read_text(),
+        cc_meta(SECRET),
+        {"auth0-extension-secret": SECRET},
+    )
     for header in [None, "Bearer wrong", f"Basic {SECRET}", f"Bearer  {SECRET}", f"Bearer{SECRET}"]:
         headers = {"Authorization": header} if header else {}
         data = envelope(server.run(name, CC_BODY, headers=headers))
@@ -163,7 +180,10 @@ def test_authorization_rules(server: WtpyServer) -> None:
         assert data["data"]["statusCode"] == 500
         assert SECRET not in str(data)
     for header in [f"bearer {SECRET}", f"BEARER {SECRET}", f"Bearer {SECRET}"]:
-        assert envelope(server.run(name, CC_BODY, headers={"Authorization": header}))["status"] == "success"
+        assert (
+            envelope(server.run(name, CC_BODY, headers={"Authorization": header}))["status"]
+            == "success"
+        )
 
 
 def test_validation_order_and_messages(server: WtpyServer) -> None:
@@ -173,8 +193,14 @@ def test_validation_order_and_messages(server: WtpyServer) -> None:
         (None, "Body received by extensibility point is not an object"),
         ([1], "Body received by extensibility point is not an object"),
         ({}, "Body .client received by extensibility point is not an object"),
-        ({"client": {}, "scope": "x"}, "Body .scope received by extensibility point is neither empty nor an array"),
-        ({"client": {}, "scope": []}, "Body .audience received by extensibility point is not a string"),
+        (
+            {"client": {}, "scope": "x"},
+            "Body .scope received by extensibility point is neither empty nor an array",
+        ),
+        (
+            {"client": {}, "scope": []},
+            "Body .audience received by extensibility point is not a string",
+        ),
     ]
     for body, message in cases:
         data = envelope(server.run(name, body))
@@ -190,9 +216,15 @@ def test_password_validation_messages(server: WtpyServer) -> None:
     server.put(name, (SAMPLES / "password_rule.py").read_text(), pe_meta())
     cases = [
         ({}, "Body.audience received by extensibility point is not a string"),
-        ({"audience": "a", "scope": {}}, "Body.scope received by extensibility point is neither empty nor an array"),
+        (
+            {"audience": "a", "scope": {}},
+            "Body.scope received by extensibility point is neither empty nor an array",
+        ),
         ({"audience": "a"}, "Body.user received by extensibility point is not an object"),
-        ({"audience": "a", "user": {}}, "Body.client received by extensibility point is not an object"),
+        (
+            {"audience": "a", "user": {}},
+            "Body.client received by extensibility point is not an object",
+        ),
     ]
     for body, message in cases:
         assert envelope(server.run(name, body))["data"]["message"] == message
@@ -205,7 +237,9 @@ def test_invalid_json_and_non_json_bodies(server: WtpyServer) -> None:
     bad = envelope(httpx.post(url, content=b"{nope", headers={"content-type": "application/json"}))
     assert bad["status"] == "error"
     assert bad["data"]["message"] == "Invalid request payload JSON format"
-    text = envelope(httpx.post(url, content=b'{"client":{}}', headers={"content-type": "text/plain"}))
+    text = envelope(
+        httpx.post(url, content=b'{"client":{}}', headers={"content-type": "text/plain"})
+    )
     assert text["data"]["message"] == "Body received by extensibility point is not an object"
     vendor = envelope(
         httpx.post(
@@ -218,7 +252,7 @@ def test_invalid_json_and_non_json_bodies(server: WtpyServer) -> None:
     assert httpx.post(url, content=b"x" * (1024 * 1024 + 1)).status_code == 413
 
 
-HOOK_ERRORS = '''
+HOOK_ERRORS = """
 def hook(client, scope, audience, context, cb):
     kind = context.get("kind")
     if kind == "raise":
@@ -239,7 +273,7 @@ def hook(client, scope, audience, context, cb):
                   "path": w["path"], "query": w["query"], "keys": sorted(context)})
         return
     cb(None, None)
-'''
+"""
 
 
 def test_hook_errors_become_envelopes_and_server_keeps_serving(server: WtpyServer) -> None:
@@ -258,7 +292,10 @@ def test_hook_errors_become_envelopes_and_server_keeps_serving(server: WtpyServe
     assert (scope["name"], scope["message"]) == ("InvalidScopeError", "scope not allowed")
     assert call("twice")["data"] == {"first": True}
     unserialisable = call("unserialisable")
-    assert unserialisable["data"]["message"] == "Error when JSON serializing the result of the extension point"
+    assert (
+        unserialisable["data"]["message"]
+        == "Error when JSON serializing the result of the extension point"
+    )
     nothing = call("nothing")
     assert nothing == {"statusCode": 200, "headers": {}, "status": "success"}
     # Sub-path and query reach the hook; extra body fields do not.
@@ -267,7 +304,13 @@ def test_hook_errors_become_envelopes_and_server_keeps_serving(server: WtpyServe
         json={**CC_BODY, "extra": "dropped", "context": {"kind": "context"}},
     )
     data = envelope(response)["data"]
-    assert data == {"secret": "v", "meta": "m", "path": "/sub/path", "query": {"x": "1"}, "keys": ["kind", "webtask"]}
+    assert data == {
+        "secret": "v",
+        "meta": "m",
+        "path": "/sub/path",
+        "query": {"x": "1"},
+        "keys": ["kind", "webtask"],
+    }
 
 
 def test_compile_errors_answer_every_call(server: WtpyServer) -> None:
@@ -286,7 +329,11 @@ def test_compile_errors_answer_every_call(server: WtpyServer) -> None:
 
 def test_timeout_kills_the_worker_and_others_keep_working(server: WtpyServer) -> None:
     slow = unique("loop")
-    server.put(slow, "def hook(client, scope, audience, context):\n    while True:\n        pass\n", cc_meta(**{"wtpy-timeout": "1"}))
+    server.put(
+        slow,
+        "def hook(client, scope, audience, context):\n    while True:\n        pass\n",
+        cc_meta(**{"wtpy-timeout": "1"}),
+    )
     fast = unique("fast")
     server.put(fast, (SAMPLES / "myrule.py").read_text(), cc_meta())
     with concurrent.futures.ThreadPoolExecutor(4) as executor:
@@ -302,9 +349,13 @@ def test_timeout_kills_the_worker_and_others_keep_working(server: WtpyServer) ->
 
 def test_updates_take_effect_immediately(server: WtpyServer) -> None:
     name = unique("upd")
-    server.put(name, "def hook(client, scope, audience, context):\n    return {'v': 1}\n", cc_meta())
+    server.put(
+        name, "def hook(client, scope, audience, context):\n    return {'v': 1}\n", cc_meta()
+    )
     assert envelope(server.run(name, CC_BODY))["data"] == {"v": 1}
-    server.put(name, "def hook(client, scope, audience, context):\n    return {'v': 2}\n", cc_meta())
+    server.put(
+        name, "def hook(client, scope, audience, context):\n    return {'v': 2}\n", cc_meta()
+    )
     assert envelope(server.run(name, CC_BODY))["data"] == {"v": 2}
 
 
@@ -319,7 +370,9 @@ def test_unknown_webtask_is_404(server: WtpyServer) -> None:
 
 def test_restart_keeps_webtasks_and_secrets_are_encrypted_at_rest(fresh_server: WtpyServer) -> None:
     secret = "plaintext-marker-" + uuid.uuid4().hex
-    fresh_server.put("keep", (SAMPLES / "myrule.py").read_text(), cc_meta(), {"auth0-extension-secret": secret})
+    fresh_server.put(
+        "keep", (SAMPLES / "myrule.py").read_text(), cc_meta(), {"auth0-extension-secret": secret}
+    )
     fresh_server.stop()
     for path in fresh_server.data_dir.iterdir():
         if path.name.startswith("wtpy.sqlite3"):
@@ -345,7 +398,10 @@ def test_concurrent_invocations_updates_and_a_log_follower_lose_nothing(server: 
         "        raise ValueError('bad client')\n"
         "    return {'scope': scope, 'client': client['id']}\n"
     )
-    assert server.put(name, code, cc_meta(secret), {"auth0-extension-secret": secret}).status_code == 201
+    assert (
+        server.put(name, code, cc_meta(secret), {"auth0-extension-secret": secret}).status_code
+        == 201
+    )
     summaries: set[str] = set()
     leaked: list[str] = []
     following = threading.Event()
@@ -354,7 +410,9 @@ def test_concurrent_invocations_updates_and_a_log_follower_lose_nothing(server: 
     def follow() -> None:
         url = f"{server.url}/api/logs/tenant/default"
         headers = {"Authorization": f"Bearer {server.token}"}
-        with httpx.stream("GET", url, params={"name": name}, headers=headers, timeout=60) as response:
+        with httpx.stream(
+            "GET", url, params={"name": name}, headers=headers, timeout=60
+        ) as response:
             assert response.status_code == 200
             following.set()
             event = ""
@@ -376,7 +434,9 @@ def test_concurrent_invocations_updates_and_a_log_follower_lose_nothing(server: 
         version = 0
         while not done.wait(0.02):
             version += 1
-            server.put(name, f"{code}\n# v{version}\n", cc_meta(secret), {"auth0-extension-secret": secret})
+            server.put(
+                name, f"{code}\n# v{version}\n", cc_meta(secret), {"auth0-extension-secret": secret}
+            )
 
     def call(index: int) -> str:
         client_id = f"boom-{index}" if index % 5 == 0 else f"c{index}"
@@ -419,7 +479,10 @@ def test_a_slow_hook_s_log_lines_are_streamed_while_it_runs(server: WtpyServer) 
         "    log.info('finishing')\n"
         "    return {'ok': True}\n"
     )
-    assert server.put(name, code, cc_meta(secret), {"auth0-extension-secret": secret}).status_code == 201
+    assert (
+        server.put(name, code, cc_meta(secret), {"auth0-extension-secret": secret}).status_code
+        == 201
+    )
     seen: list[tuple[str, float]] = []  # (message, when it arrived)
     following = threading.Event()
 

@@ -20,14 +20,25 @@ AUDIENCE = "https://api.example.com"
 
 
 def wtpy(server: WtpyServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "WTPY_URL": server.url, "WTPY_TOKEN": server.token, "WTPY_CONTAINER": "docs"}
+    env = {
+        **os.environ,
+        "WTPY_URL": server.url,
+        "WTPY_TOKEN": server.token,
+        "WTPY_CONTAINER": "docs",
+    }
     env["WTPY_CONFIG_DIR"] = str(server.data_dir.parent / "cli-config")
     return subprocess.run(
-        [sys.executable, "-m", "wtpy.cli", *args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "wtpy.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
-def create_documented(server: WtpyServer, sample: str, name: str, compiler: str, ext_name: str) -> str:
+def create_documented(
+    server: WtpyServer, sample: str, name: str, compiler: str, ext_name: str
+) -> str:
     result = wtpy(
         server, "create", str(SAMPLES / sample), "--name", name,
         "--meta", f"wt-compiler=auth0-ext-compilers/{compiler}",
@@ -45,8 +56,12 @@ def create_documented(server: WtpyServer, sample: str, name: str, compiler: str,
 
 @pytest.fixture(scope="module")
 def token_server(server: WtpyServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    cc_url = create_documented(server, "myrule.py", "myrule", "client-credentials-exchange", "credentials-exchange")
-    pe_url = create_documented(server, "password_rule.py", "password-rule", "password-exchange", "password-exchange")
+    cc_url = create_documented(
+        server, "myrule.py", "myrule", "client-credentials-exchange", "credentials-exchange"
+    )
+    pe_url = create_documented(
+        server, "password_rule.py", "password-rule", "password-exchange", "password-exchange"
+    )
     folder = tmp_path_factory.mktemp("tokenserver")
     port = free_port()
     config = {
@@ -57,7 +72,14 @@ def token_server(server: WtpyServer, tmp_path_factory: pytest.TempPathFactory) -
             "client_credentials": {"url": cc_url, "secret": SECRET},
             "password": {"url": pe_url, "secret": SECRET},
         },
-        "clients": [{"client_id": "client-1", "client_secret": "client-1-secret", "name": "Test", "scopes": ["test"]}],
+        "clients": [
+            {
+                "client_id": "client-1",
+                "client_secret": "client-1-secret",
+                "name": "Test",
+                "scopes": ["test"],
+            }
+        ],
         "users": [{"user_id": "user-1", "username": "alice", "password": "wonderland"}],
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
@@ -93,7 +115,9 @@ def verify(token_server: str, access_token: str) -> dict:
 def test_client_credentials_documented_scenario(token_server: str, form: bool) -> None:
     params = {"client_id": "client-1", "client_secret": "client-1-secret", "audience": AUDIENCE,
               "grant_type": "client_credentials"}  # fmt: skip
-    response = httpx.post(f"{token_server}/oauth/token", data=params if form else None, json=None if form else params)
+    response = httpx.post(
+        f"{token_server}/oauth/token", data=params if form else None, json=None if form else params
+    )
     assert response.status_code == 200, response.text
     assert response.json()["scope"] == "test extra"
     claims = verify(token_server, response.json()["access_token"])
@@ -107,7 +131,9 @@ def test_client_credentials_documented_scenario(token_server: str, form: bool) -
 def test_password_documented_scenario(token_server: str, form: bool) -> None:
     params = {"grant_type": "password", "username": "alice", "password": "wonderland", "client_id": "client-1",
               "client_secret": "client-1-secret", "audience": AUDIENCE, "scope": "test"}  # fmt: skip
-    response = httpx.post(f"{token_server}/oauth/token", data=params if form else None, json=None if form else params)
+    response = httpx.post(
+        f"{token_server}/oauth/token", data=params if form else None, json=None if form else params
+    )
     assert response.status_code == 200, response.text
     claims = verify(token_server, response.json()["access_token"])
     assert claims["scope"] == "test extra"
@@ -115,9 +141,13 @@ def test_password_documented_scenario(token_server: str, form: bool) -> None:
     assert claims["sub"] == "user-1"
 
 
-def test_hook_error_gives_access_denied(server: WtpyServer, token_server: str, tmp_path: Path) -> None:
+def test_hook_error_gives_access_denied(
+    server: WtpyServer, token_server: str, tmp_path: Path
+) -> None:
     failing = tmp_path / "deny.py"
-    failing.write_text("def hook(client, scope, audience, context):\n    raise InvalidRequestError('client blocked')\n")
+    failing.write_text(
+        "def hook(client, scope, audience, context):\n    raise InvalidRequestError('client blocked')\n"
+    )
     result = wtpy(server, "update", "myrule", str(failing))
     assert result.returncode == 0, result.stderr
     try:

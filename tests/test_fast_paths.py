@@ -46,7 +46,9 @@ def _feed(chunks: list[bytes]) -> tuple[list[dict[str, Any]], Exception | None]:
 
 # (message, tail): a success's result travels as the frame's tail, decoded under "result".
 SENT: list[tuple[dict[str, Any], bytes | None]] = [
-    ({"id": 1, "ok": True}, orjson.dumps({"a": "é✓\n" * 50})), ({"id": 2}, None), ({"id": 3, "logs": []}, None),
+    ({"id": 1, "ok": True}, orjson.dumps({"a": "é✓\n" * 50})),
+    ({"id": 2}, None),
+    ({"id": 3, "logs": []}, None),
 ]
 FRAMES = [{**message, "result": tail} if tail is not None else message for message, tail in SENT]
 ENCODED = [encode(message, tail) for message, tail in SENT]
@@ -147,7 +149,8 @@ def test_cached_binding_plans_follow_the_order_of_each_call(code: str, expected:
     worker = Worker(memory_mb=0)
     # The same code (so the same cached code object) under both orders, twice each.
     results = {
-        name: [_run(worker, code, ARGS, order) for _ in range(2)] for name, order in (("cc", CC), ("pe", PE))
+        name: [_run(worker, code, ARGS, order) for _ in range(2)]
+        for name, order in (("cc", CC), ("pe", PE))
     }
     for name, (first, second) in results.items():
         assert first == second, name
@@ -204,9 +207,7 @@ class _RecordingPool:
         return self.reply
 
 
-def _invoke_app(
-    tmp_path: Path, calls: Callable[[httpx.AsyncClient, _RecordingPool], Any]
-) -> Any:
+def _invoke_app(tmp_path: Path, calls: Callable[[httpx.AsyncClient, _RecordingPool], Any]) -> Any:
     """Run `calls` against create_app() with a started runtime, one stored webtask
     (default/rule, client-credentials, secret SECRET) and a recording pool."""
     settings = Settings(data_dir=tmp_path, database="memory://", announce_token=False, workers=1,
@@ -236,10 +237,18 @@ AUTH = {"authorization": f"Bearer {SECRET}", "content-type": "application/json"}
 
 def test_the_handler_passes_path_query_and_node_style_headers(tmp_path: Path) -> None:
     async def calls(client: httpx.AsyncClient, pool: _RecordingPool) -> list[httpx.Response]:
-        headers = [*AUTH.items(), ("X-Multi", "a"), ("x-multi", "b"), ("Cookie", "c=1"), ("cookie", "d=2")]
+        headers = [
+            *AUTH.items(),
+            ("X-Multi", "a"),
+            ("x-multi", "b"),
+            ("Cookie", "c=1"),
+            ("cookie", "d=2"),
+        ]
         return [
             await client.post("/api/run/default/rule", json=CC_BODY, headers=AUTH),
-            await client.post("/api/run/default/rule/x/y%20z?q=1&q=2&e=", json=CC_BODY, headers=headers),
+            await client.post(
+                "/api/run/default/rule/x/y%20z?q=1&q=2&e=", json=CC_BODY, headers=headers
+            ),
         ]
 
     responses = None
@@ -253,7 +262,12 @@ def test_the_handler_passes_path_query_and_node_style_headers(tmp_path: Path) ->
     assert responses is not None
     for response in responses:
         assert response.status_code == 200
-        assert response.json() == {"statusCode": 200, "headers": {}, "status": "success", "data": {"ok": 1}}
+        assert response.json() == {
+            "statusCode": 200,
+            "headers": {},
+            "status": "success",
+            "data": {"ok": 1},
+        }
         assert len(response.headers["x-wtpy-request-id"]) == 32
     assert responses[0].headers["x-wtpy-request-id"] != responses[1].headers["x-wtpy-request-id"]
     first, second = (job["args"]["context"]["webtask"] for job in jobs)
@@ -264,7 +278,10 @@ def test_the_handler_passes_path_query_and_node_style_headers(tmp_path: Path) ->
     assert second["secrets"] == {"auth0-extension-secret": SECRET}
     assert (second["container"], second["name"], second["method"]) == ("default", "rule", "POST")
     assert tuple(jobs[0]["order"]) == ("client", "scope", "audience", "context")
-    assert jobs[0]["args"]["client"] == {"id": "c1"} and jobs[0]["filename"] == "<webtask default/rule>"
+    assert (
+        jobs[0]["args"]["client"] == {"id": "c1"}
+        and jobs[0]["filename"] == "<webtask default/rule>"
+    )
 
 
 @pytest.mark.parametrize(
@@ -295,7 +312,9 @@ def test_the_handler_refuses_with_the_management_error_body(
 
 
 def test_an_oversize_body_is_refused_before_the_pool(tmp_path: Path) -> None:
-    async def calls(client: httpx.AsyncClient, pool: _RecordingPool) -> tuple[list[httpx.Response], int]:
+    async def calls(
+        client: httpx.AsyncClient, pool: _RecordingPool
+    ) -> tuple[list[httpx.Response], int]:
         big = {**CC_BODY, "pad": "x" * 2000}
         chunks = [b"{", b'"a":"' + b"y" * 1500 + b'"}']
 
@@ -306,7 +325,9 @@ def test_an_oversize_body_is_refused_before_the_pool(tmp_path: Path) -> None:
         return [
             await client.post("/api/run/default/rule", json=big, headers=AUTH),
             await client.post("/api/run/default/rule", content=stream(), headers=AUTH),
-            await client.post("/api/run/default/rule", content=b"{}", headers={**AUTH, "content-length": "x"}),
+            await client.post(
+                "/api/run/default/rule", content=b"{}", headers={**AUTH, "content-length": "x"}
+            ),
         ], len(pool.jobs)
 
     (declared, streamed, garbage), jobs = _invoke_app(tmp_path, calls)
@@ -334,7 +355,11 @@ def test_a_bug_behind_the_handler_is_a_500_that_logs_no_message(
     assert response.status_code == 500
     assert response.json() == {"error": "internal_error", "message": "Internal server error"}
     assert "RuntimeError" in caplog.text and "in broken" in caplog.text
-    assert SECRET not in caplog.text and "boom" not in caplog.text and "/" not in caplog.text.split("(")[-1]
+    assert (
+        SECRET not in caplog.text
+        and "boom" not in caplog.text
+        and "/" not in caplog.text.split("(")[-1]
+    )
 
 
 def test_arguments_that_cannot_be_framed_get_an_error_envelope(tmp_path: Path) -> None:
@@ -359,7 +384,9 @@ def test_any_other_type_error_from_the_pool_is_not_mistaken_for_nesting(tmp_path
 def test_a_client_gone_before_its_body_gets_no_answer_and_breaks_nothing(tmp_path: Path) -> None:
     sent: list[dict[str, Any]] = []
 
-    async def calls(client: httpx.AsyncClient, pool: _RecordingPool) -> tuple[list[dict[str, Any]], int]:
+    async def calls(
+        client: httpx.AsyncClient, pool: _RecordingPool
+    ) -> tuple[list[dict[str, Any]], int]:
         app = client._transport.app  # type: ignore[attr-defined]
         scope = {"type": "http", "method": "POST", "path": "/api/run/default/rule", "query_string": b"",
                  "headers": [(b"content-length", b"100")]}  # fmt: skip
@@ -396,10 +423,16 @@ def test_iso_time_matches_datetime_to_the_millisecond() -> None:
     stamps += [1.0005, 5.003, 1_700_000_000.9999996, 1_700_086_698.7339995, 1_700_453_691.1549995]
     for ts in sorted(stamps):  # in order and out of it: the cached second must never leak
         moment = datetime.fromtimestamp(ts, UTC)
-        assert iso_time(ts) == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z", ts
+        assert (
+            iso_time(ts)
+            == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        ), ts
     for ts in reversed(stamps):
         moment = datetime.fromtimestamp(ts, UTC)
-        assert iso_time(ts) == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z", ts
+        assert (
+            iso_time(ts)
+            == moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        ), ts
 
 
 # --------------------------------------------------------------------------- one-write answers (real server)
@@ -437,7 +470,9 @@ def _answers(raw: bytes) -> list[tuple[str, dict[str, str], bytes]]:
 def echo_rule(server: Any) -> str:
     name = "one-write-echo"
     code = "def hook(client, scope, audience, context):\n    return {'client': client, 'method': context['webtask']['method']}\n"
-    assert server.put(name, code, cc_meta(SECRET), {"auth0-extension-secret": SECRET}).status_code in (200, 201)
+    assert server.put(
+        name, code, cc_meta(SECRET), {"auth0-extension-secret": SECRET}
+    ).status_code in (200, 201)
     return f"/api/run/default/{name}"
 
 
@@ -446,7 +481,9 @@ BODY_B = orjson.dumps({**CC_BODY, "client": {"id": "b"}})
 
 
 def test_keep_alive_and_pipelined_invocations_answer_in_order(server: Any, echo_rule: str) -> None:
-    raw = raw_request(server, _post(echo_rule, BODY_A) + _post(echo_rule, BODY_B), timeout=5, until=_two_answers)
+    raw = raw_request(
+        server, _post(echo_rule, BODY_A) + _post(echo_rule, BODY_B), timeout=5, until=_two_answers
+    )
     answers = _answers(raw)
     assert [status for status, _, _ in answers] == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"]
     assert [orjson.loads(body)["data"]["client"]["id"] for _, _, body in answers] == ["a", "b"]
@@ -458,8 +495,13 @@ def test_keep_alive_and_pipelined_invocations_answer_in_order(server: Any, echo_
 
 
 def test_connection_close_and_http_1_0_close_after_the_answer(server: Any, echo_rule: str) -> None:
-    for request in (_post(echo_rule, BODY_A, "Connection: close"), _post(echo_rule, BODY_A, version="1.0")):
-        (status, headers, body), = _answers(raw_request(server, request))  # returns: the server closed
+    for request in (
+        _post(echo_rule, BODY_A, "Connection: close"),
+        _post(echo_rule, BODY_A, version="1.0"),
+    ):
+        ((status, headers, body),) = _answers(
+            raw_request(server, request)
+        )  # returns: the server closed
         assert status == "HTTP/1.1 200 OK"
         assert headers["connection"] == "close"
         assert orjson.loads(body)["data"]["client"] == {"id": "a"}
@@ -476,7 +518,11 @@ def test_expect_100_continue_then_the_answer(server: Any, echo_rule: str) -> Non
     import socket
 
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(_post(echo_rule, b"", "Expect: 100-continue").replace(b"Content-Length: 0", b"Content-Length: %d" % len(BODY_B)))
+        sock.sendall(
+            _post(echo_rule, b"", "Expect: 100-continue").replace(
+                b"Content-Length: 0", b"Content-Length: %d" % len(BODY_B)
+            )
+        )
         assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue")
         sock.sendall(BODY_B + _post(echo_rule, BODY_A, "Connection: close"))
         raw = b""
@@ -491,7 +537,11 @@ def test_errors_on_the_invocation_path_use_the_same_framing(server: Any, echo_ru
                 + _post(echo_rule, BODY_A, "Connection: close"))  # fmt: skip
     (s1, h1, b1), (s2, h2, b2), (s3, _, b3) = _answers(raw)
     assert s1.startswith("HTTP/1.1 404") and orjson.loads(b1)["error"] == "not_found"
-    assert s2.startswith("HTTP/1.1 405") and "POST" in h2["allow"] and orjson.loads(b2)["error"] == "method_not_allowed"
+    assert (
+        s2.startswith("HTTP/1.1 405")
+        and "POST" in h2["allow"]
+        and orjson.loads(b2)["error"] == "method_not_allowed"
+    )
     assert s3 == "HTTP/1.1 200 OK" and orjson.loads(b3)["status"] == "success"
 
 
@@ -538,7 +588,9 @@ def test_invocation_answers_are_one_write_and_other_paths_are_uvicorns() -> None
         transport = Transport()
         protocol.connection_made(transport)
         for _ in range(2):
-            protocol.data_received(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}".encode())
+            protocol.data_received(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{{}}".encode()
+            )
             for _ in range(5):
                 await asyncio.sleep(0)
         protocol.connection_lost(None)
@@ -546,7 +598,10 @@ def test_invocation_answers_are_one_write_and_other_paths_are_uvicorns() -> None
 
     invocation = asyncio.run(scenario("/api/run/default/rule"))
     assert len(invocation) == 2 and all(write.endswith(b"\r\n\r\n" + body) for write in invocation)
-    assert all(write.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 20\r\n" in write for write in invocation)
+    assert all(
+        write.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 20\r\n" in write
+        for write in invocation
+    )
     other = asyncio.run(scenario("/api/webtask/default"))
     assert len(other) == 4 and other[1] == other[3] == body  # head, body, head, body
 
@@ -612,11 +667,21 @@ class _Str(str):
 
 
 UNUSUAL_RESULTS = [
-    {"unicode": "é✓😀\u2028\u0000\x1f\"\\/", "ключ": "значение"},
+    {"unicode": 'é✓😀\u2028\u0000\x1f"\\/', "ключ": "значение"},
     [2**63 - 1, -(2**63), 2**64 - 1, 0, -1, True, False],
     {"a": [{"b": [[], {}, [None, {"c": {"d": [1.5]}}]]}]},
     None,
-    [0.1, -0.0, 1e300, 5e-324, 1.7976931348623157e308, 1e16, 123456789.123456789, float("nan"), float("inf")],
+    [
+        0.1,
+        -0.0,
+        1e300,
+        5e-324,
+        1.7976931348623157e308,
+        1e16,
+        123456789.123456789,
+        float("nan"),
+        float("inf"),
+    ],
     {7: "int key", 2.5: "float key", True: "bool key", None: "none key"},
     {1: "first", "1": "second", "a": 1},  # keys equal once written: the last one stays
     {_Str("sub"): _Str("class"), "x": (1, (2, 3))},
@@ -637,7 +702,9 @@ def test_the_spliced_envelope_of_generated_results_is_the_one_the_parsed_result_
     leaves = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text()
     keys = st.text() | st.integers(-(2**63), 2**63 - 1) | st.booleans()
     values = st.recursive(
-        leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4), max_leaves=20
+        leaves,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
+        max_leaves=20,
     )
 
     @settings(max_examples=300, deadline=None)

@@ -21,7 +21,15 @@ import pytest
 from conftest import CC_BODY, SAMPLES, WtpyServer, cc_meta
 
 COMPILE_ERROR = "Unable to compile the extensibility code as python"
-SERVER_PATH_MARKERS = ("/work/", "/root/", "/usr/", "site-packages", ".py\"", "wtpy/runtime", "wtpy/sandbox")
+SERVER_PATH_MARKERS = (
+    "/work/",
+    "/root/",
+    "/usr/",
+    "site-packages",
+    '.py"',
+    "wtpy/runtime",
+    "wtpy/sandbox",
+)
 HEAD = "def hook(client, scope, audience, context):\n"
 
 
@@ -29,7 +37,13 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def deploy(server: WtpyServer, code: str, *, secrets: dict[str, str] | None = None, timeout: str | None = None) -> str:
+def deploy(
+    server: WtpyServer,
+    code: str,
+    *,
+    secrets: dict[str, str] | None = None,
+    timeout: str | None = None,
+) -> str:
     name = unique("hostile")
     meta = cc_meta() if timeout is None else cc_meta(**{"wtpy-timeout": timeout})
     response = server.put(name, code, meta, secrets)
@@ -110,7 +124,9 @@ def assert_alive(server: WtpyServer, canary: str) -> None:
         ("import json.decoder as d\n\n" + body_hook("return 1"), "import of module 'json.decoder' is not allowed"),
     ],
 )  # fmt: skip
-def test_escape_refused_at_compile_time(server: WtpyServer, canary: str, code: str, reason: str) -> None:
+def test_escape_refused_at_compile_time(
+    server: WtpyServer, canary: str, code: str, reason: str
+) -> None:
     name = deploy(server, code)
     for _ in range(2):  # every call answers the same compile error
         data = error_of(invoke(server, name))
@@ -127,7 +143,9 @@ def test_escape_refused_at_compile_time(server: WtpyServer, canary: str, code: s
      "pty", "code", "runpy", "types", "weakref", "operator", "sysconfig", "site", "tempfile",
      "codecs", "fcntl", "string._private", "json.__init__"],
 )  # fmt: skip
-def test_imports_outside_the_allow_list_refused(server: WtpyServer, canary: str, module: str) -> None:
+def test_imports_outside_the_allow_list_refused(
+    server: WtpyServer, canary: str, module: str
+) -> None:
     name = deploy(server, f"import {module}\n\n" + body_hook("return 1"))
     data = error_of(invoke(server, name))
     assert data["message"] == COMPILE_ERROR
@@ -200,7 +218,9 @@ def test_imports_outside_the_allow_list_refused(server: WtpyServer, canary: str,
         ("setattr(context, '__class__', dict)\nreturn 1", "AttributeError", "setattr of '__class__'"),
     ],
 )  # fmt: skip
-def test_escape_refused_at_run_time(server: WtpyServer, canary: str, body: str, name: str, message: str) -> None:
+def test_escape_refused_at_run_time(
+    server: WtpyServer, canary: str, body: str, name: str, message: str
+) -> None:
     webtask = deploy(server, body_hook(body))
     data = error_of(invoke(server, webtask))
     assert data["name"] == name and message in data["message"], data
@@ -231,7 +251,9 @@ def test_deep_recursion(server: WtpyServer, canary: str) -> None:
     ["while True:\n    pass", "import time\ntime.sleep(60)", "import re\nreturn re.match('(a+)+$', 'a' * 40 + 'b')",
      "n = 0\nwhile True:\n    n = n + 1\n    log.info('spin')"],
 )  # fmt: skip
-def test_runaway_hooks_time_out_and_others_keep_working(server: WtpyServer, canary: str, body: str) -> None:
+def test_runaway_hooks_time_out_and_others_keep_working(
+    server: WtpyServer, canary: str, body: str
+) -> None:
     name = deploy(server, body_hook(body), timeout="1")
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         started = time.monotonic()
@@ -254,7 +276,10 @@ def test_a_big_job_leaves_the_next_invocation_a_worker_with_room(tmp_path: Path)
         too_big = deploy(server, body_hook("return 'z' * (40 * 1024 * 1024)"))
         fresh = error_of(invoke(server, too_big))
         assert fresh["message"] == "Error when JSON serializing the result of the extension point"
-        many = deploy(server, body_hook("return [list(range(2_000_000)), {str(i): i for i in range(300_000)}]"))
+        many = deploy(
+            server,
+            body_hook("return [list(range(2_000_000)), {str(i): i for i in range(300_000)}]"),
+        )
         assert len(invoke(server, many)["data"][0]) == 2_000_000
         assert error_of(invoke(server, too_big))["message"] == fresh["message"]
     finally:
@@ -262,13 +287,25 @@ def test_a_big_job_leaves_the_next_invocation_a_worker_with_room(tmp_path: Path)
 
 
 def test_huge_outputs(server: WtpyServer, canary: str) -> None:
-    printer = deploy(server, body_hook("for i in range(200_000):\n    print('line', i)\nlog.info('x' * 10_000_000)\nreturn 'done'"))
-    assert invoke(server, printer) == {"statusCode": 200, "headers": {}, "status": "success", "data": "done"}
+    printer = deploy(
+        server,
+        body_hook(
+            "for i in range(200_000):\n    print('line', i)\nlog.info('x' * 10_000_000)\nreturn 'done'"
+        ),
+    )
+    assert invoke(server, printer) == {
+        "statusCode": 200,
+        "headers": {},
+        "status": "success",
+        "data": "done",
+    }
     big_ok = deploy(server, body_hook("return {'blob': 'y' * 5_000_000}"))
     assert len(invoke(server, big_ok)["data"]["blob"]) == 5_000_000
     # orjson reserves hundreds of bytes of address space per element: these used to crash
     # the worker (SIGSEGV under its RLIMIT_AS) although the output is well under the cap.
-    many = deploy(server, body_hook("return [list(range(2_000_000)), {str(i): i for i in range(300_000)}]"))
+    many = deploy(
+        server, body_hook("return [list(range(2_000_000)), {str(i): i for i in range(300_000)}]")
+    )
     data = invoke(server, many)["data"]
     assert len(data[0]) == 2_000_000 and data[0][-1] == 1_999_999 and len(data[1]) == 300_000
     too_big = deploy(server, body_hook("return 'z' * (40 * 1024 * 1024)"))
@@ -314,7 +351,9 @@ def _children(pid: int) -> list[tuple[int, bytes]]:
 def _worker_pids(server: WtpyServer) -> list[int]:
     """The sandbox workers: children of the server's zygote (its subreaper)."""
     assert server.process is not None
-    zygotes = [pid for pid, cmdline in _children(server.process.pid) if b"wtpy.sandbox._zygote" in cmdline]
+    zygotes = [
+        pid for pid, cmdline in _children(server.process.pid) if b"wtpy.sandbox._zygote" in cmdline
+    ]
     assert len(zygotes) == 1, "the server runs one zygote"
     return [pid for pid, _ in _children(zygotes[0])]
 
@@ -338,8 +377,12 @@ def test_workers_run_unprivileged_without_fork(server: WtpyServer, canary: str) 
     uids = set()
     for pid in pids:
         status = _status(pid)
-        assert len(set(status["Uid"])) == 1 and int(status["Uid"][0]) >= DEFAULT_UID_BASE, status["Uid"]
-        assert len(set(status["Gid"])) == 1 and int(status["Gid"][0]) >= DEFAULT_UID_BASE, status["Gid"]
+        assert len(set(status["Uid"])) == 1 and int(status["Uid"][0]) >= DEFAULT_UID_BASE, status[
+            "Uid"
+        ]
+        assert len(set(status["Gid"])) == 1 and int(status["Gid"][0]) >= DEFAULT_UID_BASE, status[
+            "Gid"
+        ]
         uids.add(status["Uid"][0])
         assert status["NoNewPrivs"] == ["1"] and status["Seccomp"] == ["2"], status
         assert status["CapEff"] == ["0000000000000000"] and status["CapBnd"] == ["0000000000000000"]
@@ -358,7 +401,10 @@ def run_twice_each(server: WtpyServer, first: str, second: str) -> list[dict[str
 
 
 def test_module_globals_do_not_leak(server: WtpyServer) -> None:
-    writer = deploy(server, "SEEN = []\nSECRET_OF_A = 'tenant-a'\n\n" + body_hook("SEEN.append(1)\nreturn len(SEEN)"))
+    writer = deploy(
+        server,
+        "SEEN = []\nSECRET_OF_A = 'tenant-a'\n\n" + body_hook("SEEN.append(1)\nreturn len(SEEN)"),
+    )
     reader = deploy(server, body_hook("return SECRET_OF_A"))
     answers = run_twice_each(server, writer, reader)
     assert [a["data"] for a in answers[0::2][:2]] == [1, 1]
@@ -371,7 +417,9 @@ def test_builtins_default_args_and_class_registries_are_fresh(server: WtpyServer
         "len = lambda value: 42\n\n"
         "class Registry:\n    items = []\n\n"
         "def remember(value, seen=[]):\n    seen.append(value)\n    return len(seen)\n\n"
-        + body_hook("Registry.items.append(1)\nreturn [remember(1), len(Registry.items), sorted([3, 1, 2])]")
+        + body_hook(
+            "Registry.items.append(1)\nreturn [remember(1), len(Registry.items), sorted([3, 1, 2])]"
+        )
     )
     tamper = deploy(server, code)
     clean = deploy(server, body_hook("return [len([1, 2]), sorted([2, 1])]"))
@@ -407,7 +455,9 @@ def test_allowed_modules_cannot_be_changed_for_others(server: WtpyServer) -> Non
 
 def test_random_seed_does_not_carry_over(server: WtpyServer) -> None:
     seeded_value = 0.6394267984578837  # random.seed(42); random.random()
-    seeder = deploy(server, "import random\n\n" + body_hook("random.seed(42)\nreturn random.random()"))
+    seeder = deploy(
+        server, "import random\n\n" + body_hook("random.seed(42)\nreturn random.random()")
+    )
     reader = deploy(server, "import random\n\n" + body_hook("return random.random()"))
     answers = run_twice_each(server, seeder, reader)
     assert answers[0]["data"] == answers[2]["data"] == seeded_value
@@ -438,14 +488,20 @@ class Pattern(str):
 )
 
 
-def test_pending_finalizers_never_run_in_another_tenants_invocation(server: WtpyServer, canary: str) -> None:
+def test_pending_finalizers_never_run_in_another_tenants_invocation(
+    server: WtpyServer, canary: str
+) -> None:
     """A suspended generator's `finally` runs when it is finalized. Left for later, tenant
     A's loop would run (and be killed) inside tenant B's invocation; wtpy finalizes an
     invocation's leftovers before answering, so A pays for its own loop."""
     bomb = deploy(server, FINALIZER_BOMB, timeout="1")
-    victim = deploy(server, "import re\n\n" + body_hook("re.purge()\nreturn [i * i for i in range(50_000)][-1]"))
+    victim = deploy(
+        server, "import re\n\n" + body_hook("re.purge()\nreturn [i * i for i in range(50_000)][-1]")
+    )
     for round_ in range(2):
-        envelope = invoke(server, bomb, {**CC_BODY, "context": {"tag": f"{round_}-{uuid.uuid4().hex}"}})
+        envelope = invoke(
+            server, bomb, {**CC_BODY, "context": {"tag": f"{round_}-{uuid.uuid4().hex}"}}
+        )
         assert error_of(envelope)["message"] in (
             "Script execution timed out after 1 seconds",
             "The hook's sandbox process was terminated (memory or CPU limit exceeded, or it crashed)",
@@ -465,12 +521,16 @@ def test_generator_cleanup_runs_inside_its_own_invocation(server: WtpyServer) ->
 
 
 def test_secrets_of_one_webtask_never_reach_another(server: WtpyServer) -> None:
-    show = body_hook("return {'secrets': context['webtask']['secrets'], 'meta': context['webtask']['meta']}")
+    show = body_hook(
+        "return {'secrets': context['webtask']['secrets'], 'meta': context['webtask']['meta']}"
+    )
     a = deploy(server, show, secrets={"k": "secret-of-a-" + uuid.uuid4().hex})
     b = deploy(server, show, secrets={"k": "secret-of-b"})
     answers = run_twice_each(server, a, b)
     for answer in (answers[1], answers[3], answers[4]):
-        assert answer["data"]["secrets"] == {"k": "secret-of-b"} and "secret-of-a" not in str(answer)
+        assert answer["data"]["secrets"] == {"k": "secret-of-b"} and "secret-of-a" not in str(
+            answer
+        )
 
 
 def test_strptime_and_codecs_work_in_the_sandbox(server: WtpyServer) -> None:
@@ -482,7 +542,11 @@ def test_strptime_and_codecs_work_in_the_sandbox(server: WtpyServer) -> None:
         " 'bücher'.encode('idna').decode('ascii'), 'x'.encode('cp1252').decode('latin-1')]"
     )
     assert invoke(server, deploy(server, code))["data"] == [
-        "2024-02-29T00:00:00", 2024, "é", "xn--bcher-kva", "x"
+        "2024-02-29T00:00:00",
+        2024,
+        "é",
+        "xn--bcher-kva",
+        "x",
     ]
 
 
@@ -498,8 +562,15 @@ def test_single_worker_isolation_sequence(many_workers: WtpyServer) -> None:
     """With one worker every invocation below runs in the same process, one after the other."""
     server = many_workers
     steps = [
-        ("import random\n\n" + body_hook("random.seed(1)\nreturn random.random()"), 0.13436424411240122),
-        ("import collections.abc\n\n" + body_hook("return isinstance({}, collections.abc.Sequence)"), False),
+        (
+            "import random\n\n" + body_hook("random.seed(1)\nreturn random.random()"),
+            0.13436424411240122,
+        ),
+        (
+            "import collections.abc\n\n"
+            + body_hook("return isinstance({}, collections.abc.Sequence)"),
+            False,
+        ),
         ("STATE = {'n': 0}\n\n" + body_hook("STATE['n'] = STATE['n'] + 1\nreturn STATE['n']"), 1),
         (FINALIZER_BOMB, None),
         (body_hook("return sum(range(1000))"), 499500),
@@ -516,7 +587,9 @@ def test_single_worker_isolation_sequence(many_workers: WtpyServer) -> None:
     assert invoke(server, random_again)["data"] != 0.13436424411240122
 
 
-def test_generators_that_refuse_to_close_cost_their_own_worker(server: WtpyServer, canary: str) -> None:
+def test_generators_that_refuse_to_close_cost_their_own_worker(
+    server: WtpyServer, canary: str
+) -> None:
     """A generator that swallows GeneratorExit stays suspended: the worker answers, then asks
     to be replaced, so the pending code dies with that process instead of running later."""
     code = (
@@ -525,7 +598,9 @@ def test_generators_that_refuse_to_close_cost_their_own_worker(server: WtpyServe
         "def chain(depth):\n    try:\n        yield depth\n    finally:\n"
         "        if depth < 50:\n            g = chain(depth + 1)\n            next(g)\n            KEEP.append(g)\n\n"
         "KEEP = []\n\n"
-        + body_hook("box = []\ns = stubborn(box)\nnext(s)\nKEEP.append(s)\nc = chain(0)\nnext(c)\nKEEP.append(c)\nreturn 'answered'")
+        + body_hook(
+            "box = []\ns = stubborn(box)\nnext(s)\nKEEP.append(s)\nc = chain(0)\nnext(c)\nKEEP.append(c)\nreturn 'answered'"
+        )
     )
     name = deploy(server, code)
     for _ in range(3):
@@ -536,7 +611,9 @@ def test_generators_that_refuse_to_close_cost_their_own_worker(server: WtpyServe
 # --- issue 10: module state one tenant could leave for the next ----------------------------------
 
 
-def test_abc_registrations_and_shared_sets_do_not_reach_the_next_tenant(many_workers: WtpyServer) -> None:
+def test_abc_registrations_and_shared_sets_do_not_reach_the_next_tenant(
+    many_workers: WtpyServer,
+) -> None:
     """One worker: tenant A's every way to change what B sees (ABC registration through an
     alias, a module-level set through an alias or directly) fails or changes a copy."""
     server = many_workers
@@ -587,7 +664,10 @@ def test_module_caches_cannot_hold_memory_for_the_next_tenant(tmp_path: Path) ->
         ))  # fmt: skip
         big = deploy(server, body_hook("blob = 'z' * (300 * 1024 * 1024)\nreturn len(blob)"))
         for round_ in range(2):
-            assert invoke(server, park, {**CC_BODY, "context": {"tag": str(round_)}})["data"] == "parked"
+            assert (
+                invoke(server, park, {**CC_BODY, "context": {"tag": str(round_)}})["data"]
+                == "parked"
+            )
             assert invoke(server, big)["data"] == 300 * 1024 * 1024
     finally:
         server.stop()

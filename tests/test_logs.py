@@ -62,7 +62,9 @@ def publish(
         compiler=CC,
         outcome=outcome,
         duration_ms=1.5,
-        logs=[{"level": level, "message": message, "time": time.time()} for level, message in lines],
+        logs=[
+            {"level": level, "message": message, "time": time.time()} for level, message in lines
+        ],
         error=error,
         secrets=secrets,
     )
@@ -101,7 +103,9 @@ def ids(records: list[dict[str, Any]]) -> list[int]:
 
 def test_records_are_ordered_and_complete() -> None:
     hub = LogHub(id_base=0)
-    first = publish(hub, "a", (("info", "one"), ("warn", "two"), ("error", "three")), request_id="r1")
+    first = publish(
+        hub, "a", (("info", "one"), ("warn", "two"), ("error", "three")), request_id="r1"
+    )
     second = publish(hub, "b", (("info", "four"),), outcome="error", error={"name": "ValueError", "message": "boom", "stack": "Traceback...\nValueError: boom"}, request_id="r2")  # fmt: skip
     records = hub.records()
     assert records == first + second
@@ -126,7 +130,9 @@ def test_outcomes_and_error_shapes() -> None:
     timeout = publish(hub, outcome="timeout", error={"name": "TimeoutError", "message": "Script execution timed out after 1 seconds"})[-1]  # fmt: skip
     assert timeout["level"] == "error" and timeout["outcome"] == "timeout"
     assert "timed out" in timeout["error"]
-    killed = publish(hub, outcome="killed", error={"name": "WorkerKilled", "message": "terminated"})[-1]
+    killed = publish(
+        hub, outcome="killed", error={"name": "WorkerKilled", "message": "terminated"}
+    )[-1]
     assert killed["level"] == "error" and killed["error"] == "WorkerKilled: terminated"
     compile_error = publish(
         hub,
@@ -187,7 +193,11 @@ def test_masking_longest_first_escaped_forms_and_error() -> None:
         lines=lines,
         secrets=secrets,
         outcome="error",
-        error={"name": "ValueError", "message": "bad abcdefgh", "stack": "line 1\nValueError: abcd"},
+        error={
+            "name": "ValueError",
+            "message": "bad abcdefgh",
+            "stack": "line 1\nValueError: abcd",
+        },
     )
     assert records[0]["message"] == f"long {MASK} short {MASK}"
     text = orjson.dumps(records).decode()
@@ -245,7 +255,10 @@ def test_a_lazy_success_summary_reads_exactly_like_a_published_one() -> None:
     assert list(lazy_records[0]) == list(eager_records[0])  # same key order on the wire
     # Followers and filters see it as any other record.
     subscription = lazy.subscribe(LogFilter("default", "hook"), tail=2)
-    assert [record["message"] for record in decode(subscription.replay)] == ["success (12 ms)", "success (1234.6 ms)"]
+    assert [record["message"] for record in decode(subscription.replay)] == [
+        "success (12 ms)",
+        "success (1234.6 ms)",
+    ]
     assert lazy.records()[0]["time"].endswith("Z")
 
 
@@ -435,7 +448,7 @@ def test_parse_since_and_durations() -> None:
 
 def test_sse_parser_handles_split_chunks_and_line_endings() -> None:
     stream = (
-        b": comment\r\nretry: 1500\r\n\r\nid: 7\r\ndata: {\"a\":1}\r\n\r\n"
+        b': comment\r\nretry: 1500\r\n\r\nid: 7\r\ndata: {"a":1}\r\n\r\n'
         b"event: ping\ndata: now\n\nid: 9\r\rdata: x\rdata: y\r\r\n"
     )
     for size in (1, 2, 3, 7, len(stream)):
@@ -467,7 +480,9 @@ def test_format_record_pretty_and_verbose() -> None:
     verbose = format_record(records[1], verbose=True).plain
     assert "0123456789abcdef" in verbose and "x" * 300 in verbose
     assert "stack:" in verbose and "      line 3" in verbose and f"compiler: {CC}" in verbose
-    notice = format_record({"type": "notice", "level": "warn", "message": "3 records dropped"}).plain
+    notice = format_record(
+        {"type": "notice", "level": "warn", "message": "3 records dropped"}
+    ).plain
     assert notice.endswith("WARN  [wtpy] 3 records dropped")
 
 
@@ -478,7 +493,7 @@ def test_follow_gives_up_on_auth_and_not_found_and_retries_otherwise() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         seen_ids.append(request.headers.get("last-event-id"))
         if len(seen_ids) == 1:
-            body = b"retry: 10\r\n\r\nid: 41\r\ndata: {\"id\":41,\"message\":\"hi\"}\r\n\r\n"
+            body = b'retry: 10\r\n\r\nid: 41\r\ndata: {"id":41,"message":"hi"}\r\n\r\n'
             return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
         return httpx.Response(next(statuses), json={"error": "x", "message": "nope"})
 
@@ -578,10 +593,14 @@ class SSEStream:
             self.pings += 1
         return event
 
-    def records(self, count: int | None = None, until: Any = None, timeout: float = 60) -> list[dict]:
+    def records(
+        self, count: int | None = None, until: Any = None, timeout: float = 60
+    ) -> list[dict]:
         deadline = time.monotonic() + timeout
         got: list[dict] = []
-        while not ((count is not None and len(got) >= count) or (until is not None and got and until(got))):
+        while not (
+            (count is not None and len(got) >= count) or (until is not None and got and until(got))
+        ):
             event = self.next_event(deadline)
             if event.event == "message" and event.data is not None:
                 got.append(orjson.loads(event.data))
@@ -600,9 +619,10 @@ def sse(url: str, token: str | None, params: dict | None = None, headers: dict |
     all_headers = {"Authorization": f"Bearer {token}"} if token else {}
     all_headers.update(headers or {})
     query = {"ping": str(ping), **(params or {})}
-    with httpx.Client(timeout=httpx.Timeout(30)) as client, client.stream(
-        "GET", url, params=query, headers=all_headers
-    ) as response:
+    with (
+        httpx.Client(timeout=httpx.Timeout(30)) as client,
+        client.stream("GET", url, params=query, headers=all_headers) as response,
+    ):
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         yield SSEStream(response)
@@ -655,7 +675,9 @@ def test_endpoint_masks_and_serves_many_followers(stub: StubServer) -> None:
     url = f"{stub.url}/api/logs/tenant/default"
     secret = "hunter2-" + uuid.uuid4().hex
     with contextlib.ExitStack() as stack:
-        streams = [stack.enter_context(sse(url, stub.token, params={"name": "known"})) for _ in range(4)]
+        streams = [
+            stack.enter_context(sse(url, stub.token, params={"name": "known"})) for _ in range(4)
+        ]
         stub.publish("known", ("info", f"the secret is {secret}"), secrets={"s": secret})
         for stream in streams:
             got = stream.records(count=2)
@@ -727,7 +749,9 @@ def test_e2e_concurrent_invocations_arrive_in_order(server: WtpyServer) -> None:
             responses = list(pool.map(lambda n: call(server, name, n), range(count)))
         request_ids = {r.headers["x-wtpy-request-id"]: r.json()["data"]["n"] for r in responses}
         assert len(request_ids) == count
-        records = stream.records(until=lambda got: sum(r["type"] == "invocation" for r in got) == count)
+        records = stream.records(
+            until=lambda got: sum(r["type"] == "invocation" for r in got) == count
+        )
     assert ids(records) == sorted(ids(records)) and len(set(ids(records))) == len(records)
     assert {r["request_id"] for r in records} == set(request_ids)
     for request_id, n in request_ids.items():
@@ -759,7 +783,9 @@ def test_e2e_printed_secrets_are_masked(server: WtpyServer) -> None:
         raw = orjson.dumps(records).decode()
         assert secret not in raw and auth not in raw and secret[8:20] not in raw
         assert [r["message"] for r in records[:2]] == [f"key is {MASK}", f"{{'key': '{MASK}'}}"]
-        assert records[2]["level"] == "error" and records[2]["message"] == f"about to fail with {MASK}"
+        assert (
+            records[2]["level"] == "error" and records[2]["message"] == f"about to fail with {MASK}"
+        )
         summary = records[-1]
         assert summary["outcome"] == "error" and summary["error"] == f"ValueError: bad key {MASK}"
         # An invocation refused before the hook runs still gets a summary.
@@ -802,7 +828,9 @@ def test_e2e_reconnect_with_last_event_id_has_no_gap_and_no_duplicate(server: Wt
         rest = stream.records(until=lambda got: sum(r["type"] == "invocation" for r in got) == 5)
     everything = first + rest
     assert ids(everything) == sorted(set(ids(everything)))  # ordered, no duplicate
-    assert [r["message"].split(" (")[0] for r in everything if r["type"] == "invocation"] == ["success"] * 6
+    assert [r["message"].split(" (")[0] for r in everything if r["type"] == "invocation"] == [
+        "success"
+    ] * 6
     assert len(everything) == 6 * 5  # no gap: every line and summary of six invocations
     starts = [r["message"] for r in everything if r["message"].startswith("start")]
     assert starts == [f"start {n}" for n in range(6)]
@@ -879,9 +907,13 @@ def test_e2e_cli_logs_raw(server: WtpyServer, tmp_path: Path) -> None:
 
 def test_e2e_cli_logs_exit_codes(server: WtpyServer, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WTPY_")}
-    env.update(WTPY_URL=server.url, WTPY_CONFIG_DIR=str(tmp_path / "config"), WTPY_CONTAINER="default")
+    env.update(
+        WTPY_URL=server.url, WTPY_CONFIG_DIR=str(tmp_path / "config"), WTPY_CONTAINER="default"
+    )
     base = [sys.executable, "-m", "wtpy.cli", "logs"]
-    wrong = subprocess.run(base, env={**env, "WTPY_TOKEN": "wtpy_wrong"}, capture_output=True, timeout=60)
+    wrong = subprocess.run(
+        base, env={**env, "WTPY_TOKEN": "wtpy_wrong"}, capture_output=True, timeout=60
+    )
     assert wrong.returncode == 8 and b"error:" in wrong.stderr
     missing = subprocess.run([*base, "no-such-hook"], env={**env, "WTPY_TOKEN": server.token},
                              capture_output=True, timeout=60)  # fmt: skip

@@ -32,7 +32,9 @@ from wtpy.sandbox._pool import JobResult, OsSandboxUnavailable, WorkerPool
 
 HERE = Path(__file__).resolve().parent
 RAW = [sys.executable, "-I", str(HERE / "raw_zygote.py")]
-LAYERS = pytest.mark.parametrize("layers", [[], ["--without-seccomp"]], ids=["seccomp", "without-seccomp"])
+LAYERS = pytest.mark.parametrize(
+    "layers", [[], ["--without-seccomp"]], ids=["seccomp", "without-seccomp"]
+)
 T = TypeVar("T")
 
 # Runs inside the sandbox: each probe is refused, or answers what it got.
@@ -50,7 +52,9 @@ def raw_pool(size: int = 2, *extra: str, **options: Any) -> WorkerPool:
     return WorkerPool(size, zygote_argv=[*RAW, *extra], **options)
 
 
-async def run(pool: WorkerPool, code: str, container: str = "a", timeout: float = 10.0) -> JobResult:
+async def run(
+    pool: WorkerPool, code: str, container: str = "a", timeout: float = 10.0
+) -> JobResult:
     source = PROBE + textwrap.dedent(code)
     return await pool.run(
         key=hashlib.sha256(source.encode()).hexdigest(), code=source, filename="<raw>",
@@ -64,7 +68,9 @@ async def answer(pool: WorkerPool, code: str, container: str = "a") -> Any:
     return result.result
 
 
-def with_pool(layers: list[str], scenario: Callable[[WorkerPool], Awaitable[T]], size: int = 2) -> T:
+def with_pool(
+    layers: list[str], scenario: Callable[[WorkerPool], Awaitable[T]], size: int = 2
+) -> T:
     async def go() -> T:
         pool = raw_pool(size, *layers)
         await pool.start()
@@ -84,7 +90,9 @@ def refused(outcome: list[str]) -> bool:
 
 
 @LAYERS
-def test_no_file_of_the_host_is_visible_and_nothing_is_writable(layers: list[str], tmp_path: Path) -> None:
+def test_no_file_of_the_host_is_visible_and_nothing_is_writable(
+    layers: list[str], tmp_path: Path
+) -> None:
     canary = tmp_path / "canary.txt"
     canary.write_text("canary-secret")
     canary.chmod(0o644)
@@ -93,12 +101,14 @@ def test_no_file_of_the_host_is_visible_and_nothing_is_writable(layers: list[str
     (data_dir / "admin.token").write_text("admin-secret")
 
     async def scenario(pool: WorkerPool) -> dict[str, list[str]]:
-        return await answer(pool, f"""
+        return await answer(
+            pool,
+            f"""
             result = {{
                 "root": probe(lambda: os.listdir("/")),
                 "canary": probe(lambda: open({str(canary)!r}).read()),
                 "data_dir": probe(lambda: os.listdir({str(data_dir)!r})),
-                "token": probe(lambda: open({str(data_dir / 'admin.token')!r}).read()),
+                "token": probe(lambda: open({str(data_dir / "admin.token")!r}).read()),
                 "proc": probe(lambda: os.listdir("/proc")),
                 "etc": probe(lambda: open("/etc/passwd").read()),
                 "python": probe(lambda: os.listdir({os.path.dirname(os.__file__)!r})),
@@ -106,7 +116,8 @@ def test_no_file_of_the_host_is_visible_and_nothing_is_writable(layers: list[str
                 "mkdir": probe(lambda: os.mkdir("/new-dir")),
                 "cwd": probe(os.getcwd),
             }}
-        """)
+        """,
+        )
 
     outcome = with_pool(layers, scenario)
     assert outcome.pop("root") == ["ok", "[]"]
@@ -126,7 +137,9 @@ def test_no_network_not_even_the_hosts_loopback(layers: list[str]) -> None:
     port = listener.getsockname()[1]
 
     async def scenario(pool: WorkerPool) -> dict[str, list[str]]:
-        return await answer(pool, f"""
+        return await answer(
+            pool,
+            f"""
             import socket
             def connect():
                 with socket.create_connection(("127.0.0.1", {port}), timeout=2):
@@ -137,7 +150,8 @@ def test_no_network_not_even_the_hosts_loopback(layers: list[str]) -> None:
                 "udp": probe(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", ("127.0.0.1", {port}))),
                 "unix": probe(lambda: socket.socket(socket.AF_UNIX).connect("/run/any.sock")),
             }}
-        """)
+        """,
+        )
 
     try:
         outcome = with_pool(layers, scenario)
@@ -145,11 +159,17 @@ def test_no_network_not_even_the_hosts_loopback(layers: list[str]) -> None:
             listener.accept()  # nothing got through
     finally:
         listener.close()
-    assert refused(outcome["connect"]) and refused(outcome["udp"]) and refused(outcome["unix"]), outcome
-    if layers:  # without seccomp a socket can be made: the namespace has only a loopback that is down
+    assert refused(outcome["connect"]) and refused(outcome["udp"]) and refused(outcome["unix"]), (
+        outcome
+    )
+    if (
+        layers
+    ):  # without seccomp a socket can be made: the namespace has only a loopback that is down
         assert outcome["interfaces"] == ["ok", "['lo']"], outcome
     else:
-        assert refused(outcome["interfaces"]) and "Operation not permitted" in outcome["interfaces"][1]
+        assert (
+            refused(outcome["interfaces"]) and "Operation not permitted" in outcome["interfaces"][1]
+        )
 
 
 # --------------------------------------------------------------------------- processes
@@ -158,7 +178,9 @@ def test_no_network_not_even_the_hosts_loopback(layers: list[str]) -> None:
 @LAYERS
 def test_no_exec_no_fork_no_threads(layers: list[str]) -> None:
     async def scenario(pool: WorkerPool) -> dict[str, list[str]]:
-        return await answer(pool, """
+        return await answer(
+            pool,
+            """
             import threading
             result = {
                 "exec": probe(lambda: os.execv("/bin/sh", ["sh", "-c", "true"])),
@@ -166,7 +188,8 @@ def test_no_exec_no_fork_no_threads(layers: list[str]) -> None:
                 "fork": probe(os.fork),
                 "thread": probe(lambda: threading.Thread(target=print).start()),
             }
-        """)
+        """,
+        )
 
     for name, result in with_pool(layers, scenario).items():
         assert refused(result), (name, result)
@@ -178,7 +201,9 @@ def test_a_worker_cannot_signal_trace_or_read_a_sibling(layers: list[str]) -> No
         await answer(pool, "STATE['secret'] = 'b-secret'; result = os.getpid()", container="b")
         bound = pool.bound_containers()
         sibling = next(pid for pid, container in bound.items() if container == "b")
-        outcome = await answer(pool, f"""
+        outcome = await answer(
+            pool,
+            f"""
             import ctypes, signal
             libc = ctypes.CDLL(None, use_errno=True)
             def ptrace():
@@ -201,7 +226,9 @@ def test_a_worker_cannot_signal_trace_or_read_a_sibling(layers: list[str]) -> No
                 "own_pid": probe(os.getpid),
                 "parent": probe(os.getppid),
             }}
-        """, container="a")
+        """,
+            container="a",
+        )
         still = await answer(pool, "result = STATE.get('secret')", container="b")
         return outcome, still, sibling
 
@@ -216,7 +243,10 @@ def test_a_worker_cannot_signal_trace_or_read_a_sibling(layers: list[str]) -> No
 @pytest.mark.skipif(os.geteuid() != 0, reason="a uid per worker needs a server started as root")
 def test_each_worker_has_a_host_uid_of_its_own_and_no_capabilities() -> None:
     async def scenario(pool: WorkerPool) -> tuple[list[Any], list[str]]:
-        inside = [await answer(pool, "result = [os.getuid(), os.getgid(), os.getgroups()]", container=c) for c in "abc"]
+        inside = [
+            await answer(pool, "result = [os.getuid(), os.getgid(), os.getgroups()]", container=c)
+            for c in "abc"
+        ]
         return inside, [Path(f"/proc/{pid}/status").read_text() for pid in pool.bound_containers()]
 
     inside, statuses = with_pool([], scenario, size=3)
@@ -277,8 +307,16 @@ def test_a_trap_left_after_a_full_escape_never_meets_another_container(layers: l
             STATE['stolen'] = []
             result = "trap set"
         """, container="a")  # fmt: skip
-        seen_b = await answer(pool, "import builtins, json; result = [json.dumps(1), getattr(builtins, 'TRAP', None), sorted(STATE)]", container="b")
-        seen_a = await answer(pool, "import builtins, json; result = [json.dumps(1), getattr(builtins, 'TRAP', None), sorted(STATE)]", container="a")
+        seen_b = await answer(
+            pool,
+            "import builtins, json; result = [json.dumps(1), getattr(builtins, 'TRAP', None), sorted(STATE)]",
+            container="b",
+        )
+        seen_a = await answer(
+            pool,
+            "import builtins, json; result = [json.dumps(1), getattr(builtins, 'TRAP', None), sorted(STATE)]",
+            container="a",
+        )
         return trap, seen_b, seen_a, pool.bound_containers()
 
     trap, seen_b, seen_a, bound = with_pool(layers, scenario)
@@ -292,7 +330,11 @@ def test_one_worker_serves_containers_in_turn_and_never_two_at_once() -> None:
     async def scenario(pool: WorkerPool) -> list[tuple[int, Any]]:
         seen = []
         for container in ["a", "b", "a", "a", "c", "b"]:
-            result = await answer(pool, f"STATE.setdefault('owner', {container!r}); result = [os.getpid(), STATE['owner']]", container)
+            result = await answer(
+                pool,
+                f"STATE.setdefault('owner', {container!r}); result = [os.getpid(), STATE['owner']]",
+                container,
+            )
             pids = list(pool.bound_containers())
             seen.append((pids[0], result[1]))
             assert result[1] == container  # never state of another container
@@ -351,7 +393,15 @@ def test_the_layer_holds_when_the_server_is_not_root(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- refusing to start
 
-NO_USERNS = ["unshare", "--user", "--map-root-user", "sh", "-c", 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"', "sh"]
+NO_USERNS = [
+    "unshare",
+    "--user",
+    "--map-root-user",
+    "sh",
+    "-c",
+    'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"',
+    "sh",
+]
 
 
 def test_the_pool_refuses_to_start_where_the_layer_cannot_be_set_up() -> None:
@@ -361,15 +411,31 @@ def test_the_pool_refuses_to_start_where_the_layer_cannot_be_set_up() -> None:
         "    except OsSandboxUnavailable as exc:\n        print('REFUSED', exc)\n        return\n"
         "    await pool.close()\n    print('STARTED')\nasyncio.run(main())\n"
     )
-    done = subprocess.run([*NO_USERNS, sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*NO_USERNS, sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert done.stdout.startswith("REFUSED"), (done.stdout, done.stderr)
     assert "WTPY_UNSAFE_NO_OS_SANDBOX=1" in done.stdout
     assert issubclass(OsSandboxUnavailable, Exception)
 
 
-def test_the_server_refuses_to_start_without_the_layer_and_starts_loudly_with_the_override(tmp_path: Path) -> None:
+def test_the_server_refuses_to_start_without_the_layer_and_starts_loudly_with_the_override(
+    tmp_path: Path,
+) -> None:
     port = free_port()
-    command = [*NO_USERNS, sys.executable, "-m", "wtpy.cli", "serve", "--port", str(port), "--data-dir", str(tmp_path / "d"), "--workers", "1"]
+    command = [
+        *NO_USERNS,
+        sys.executable,
+        "-m",
+        "wtpy.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--workers",
+        "1",
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("WTPY_")}
     refused_start = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
     assert refused_start.returncode != 0

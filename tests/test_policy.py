@@ -126,7 +126,9 @@ def test_the_generic_alias_escape_is_refused() -> None:
 )  # fmt: skip
 def test_variants_are_refused(body: str, message: str) -> None:
     code = f"import collections.abc\n\nclass S(str, collections.abc.Iterable):\n    pass\n\ndef hook(client, scope, audience, context):\n    {body}\n"
-    refused(run(code), message, "NotImplementedError" if "format*()" in message else "AttributeError")
+    refused(
+        run(code), message, "NotImplementedError" if "format*()" in message else "AttributeError"
+    )
 
 
 def test_functools_total_ordering_only_for_the_hooks_own_classes() -> None:
@@ -245,7 +247,10 @@ def test_allowed_imports_give_views() -> None:
     assert _guarded_import("collections.abc") is _VIEWS["collections"]
     assert _VIEWS["collections"].abc is _VIEWS["collections.abc"]
     namespace = _guarded_import("collections", None, None, ("abc", "OrderedDict"))
-    assert namespace.abc is _VIEWS["collections.abc"] and namespace.OrderedDict is collections.OrderedDict
+    assert (
+        namespace.abc is _VIEWS["collections.abc"]
+        and namespace.OrderedDict is collections.OrderedDict
+    )
     with pytest.raises(ImportError, match="cannot import name 'update_wrapper'"):
         _guarded_import("functools", None, None, ("update_wrapper",))
 
@@ -394,8 +399,18 @@ def test_tenant_a_leaves_nothing_for_tenant_b() -> None:
                 len(re.findall("a", "banana"))]
     """
     secret = "secret-of-tenant-a-0123456789"
-    assert ok(run(tenant_a, {"secret": secret})) == ["AttributeError", "AttributeError", "ok", "ok", "TypeError"]
-    assert ok(run(tenant_b, {"algorithms": sorted(hashlib.algorithms_available)})) == [False, True, 3]
+    assert ok(run(tenant_a, {"secret": secret})) == [
+        "AttributeError",
+        "AttributeError",
+        "ok",
+        "ok",
+        "TypeError",
+    ]
+    assert ok(run(tenant_b, {"algorithms": sorted(hashlib.algorithms_available)})) == [
+        False,
+        True,
+        3,
+    ]
     assert not any(secret in str(key) for key in re._cache)  # type: ignore[attr-defined]
     assert secret not in hashlib.algorithms_available
 
@@ -437,7 +452,9 @@ def test_hook_objects_die_with_their_invocation() -> None:
 # --- the cost ------------------------------------------------------------------------------
 
 
-def test_reset_module_state_is_cheap_when_nothing_was_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reset_module_state_is_cheap_when_nothing_was_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """After an invocation that imported nothing, the reset empties no cache: it only reads
     a flag and a length (counted here, not timed: speed is measured in bench/)."""
     from wtpy.sandbox import _rp_guards as _policy

@@ -111,7 +111,11 @@ def test_results_flow_through() -> None:
 
             failed = await job(pool, "error")
             assert failed.outcome == "error"
-            assert failed.error == {"name": "ValueError", "message": "boom", "stack": "ValueError: boom"}
+            assert failed.error == {
+                "name": "ValueError",
+                "message": "boom",
+                "stack": "ValueError: boom",
+            }
             assert failed.has_result is False
 
             # Output a job writes to its stdout never corrupts the frame stream.
@@ -214,12 +218,17 @@ def test_timeouts_are_noticed_within_the_deadline_check_and_checks_stop_when_idl
     async def scenario() -> None:
         async with started(fake_pool(2)) as pool:
             short, long = await asyncio.gather(
-                job(pool, "sleep", seconds=30, timeout=0.2), job(pool, "sleep", seconds=30, timeout=0.6)
+                job(pool, "sleep", seconds=30, timeout=0.2),
+                job(pool, "sleep", seconds=30, timeout=0.6),
             )
             for result, timeout in ((short, 0.2), (long, 0.6)):
                 assert result.outcome == "timeout"
                 # Not before the deadline; late by the check interval plus scheduling slack.
-                assert timeout * 1000 <= result.duration_ms < (timeout + DEADLINE_CHECK_SECONDS + 0.25) * 1000
+                assert (
+                    timeout * 1000
+                    <= result.duration_ms
+                    < (timeout + DEADLINE_CHECK_SECONDS + 0.25) * 1000
+                )
             await wait_for_capacity(pool, 2)
             assert (await job(pool, "echo", 1)).result == 1
             await asyncio.sleep(DEADLINE_CHECK_SECONDS * 3)
@@ -495,7 +504,9 @@ def test_run_before_start_is_an_error() -> None:
 
 # --------------------------------------------------------------------------- real worker
 
-real = pytest.mark.skipif(not REAL_WORKER.exists(), reason="wtpy/sandbox/_worker.py not written yet")
+real = pytest.mark.skipif(
+    not REAL_WORKER.exists(), reason="wtpy/sandbox/_worker.py not written yet"
+)
 
 SAMPLE_HOOK = """
 def hook(client, scope, audience, context, cb):
@@ -535,7 +546,11 @@ def test_real_worker_infinite_loop_times_out_and_the_pool_keeps_serving() -> Non
     async def scenario() -> None:
         async with started(WorkerPool(1)) as pool:
             began = time.monotonic()
-            result = await real_job(pool, "def hook(client, scope, audience, context, cb):\n    while True: pass\n", timeout=0.5)
+            result = await real_job(
+                pool,
+                "def hook(client, scope, audience, context, cb):\n    while True: pass\n",
+                timeout=0.5,
+            )
             assert time.monotonic() - began < 10
             assert result.outcome == "timeout", result
             assert result.error is not None

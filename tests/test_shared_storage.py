@@ -300,7 +300,16 @@ def _old_data_dir(data_dir: Path) -> tuple[str, str]:
         )  # fmt: skip
         raw.execute(
             "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (token_id, hash_token(token), "default", "keep", "old", "2026-01-01T00:00:00Z", None, None),
+            (
+                token_id,
+                hash_token(token),
+                "default",
+                "keep",
+                "old",
+                "2026-01-01T00:00:00Z",
+                None,
+                None,
+            ),
         )
     raw.close()
     return token, token_id
@@ -314,12 +323,16 @@ def test_a_schema_2_data_dir_opens_and_serves(tmp_path: Path) -> None:
     try:
         scoped = {"Authorization": f"Bearer {token}"}
         with server.client() as admin:
-            view = admin.get("/api/webtask/default/keep", params={"decrypt": 1}, headers=scoped).json()
+            view = admin.get(
+                "/api/webtask/default/keep", params={"decrypt": 1}, headers=scoped
+            ).json()
             assert view["secrets"] == {"auth0-extension-secret": "s3cret"}
             assert view["meta"] == cc_meta(secret="s3cret") and view["version"] == 4
             assert view["created_at"] == "2026-01-01T00:00:00Z"
             envelope = server.run("keep", CC_BODY, secret="s3cret").json()
-            assert envelope["status"] == "success" and envelope["data"] == {"secret": "s3cret"}, envelope
+            assert envelope["status"] == "success" and envelope["data"] == {"secret": "s3cret"}, (
+                envelope
+            )
             listed = admin.get("/api/tokens").json()
             assert [(t["id"], t["status"]) for t in listed] == [(token_id, "active")]
             put = admin.put("/api/webtask/default/keep", headers=scoped,

@@ -43,6 +43,7 @@ from wtpy.storage import (
 def sqlite_store(path: Path, box: SecretBox) -> SealedStorage:
     return SealedStorage(SqliteBackend(path), box)
 
+
 PLAIN = "s3cr3t-plaintext-marker-7f1e"
 ISO_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 CODE = "def hook(client, scope, audience, context, cb):\n    cb(None, {})\n"
@@ -55,7 +56,9 @@ def box() -> SecretBox:
 
 @pytest.fixture(params=["sqlite", "memory"])
 def store(request: pytest.FixtureRequest, tmp_path: Path, box: SecretBox):
-    backend = SqliteBackend(tmp_path / "wtpy.sqlite3") if request.param == "sqlite" else MemoryBackend()
+    backend = (
+        SqliteBackend(tmp_path / "wtpy.sqlite3") if request.param == "sqlite" else MemoryBackend()
+    )
     with SealedStorage(backend, box) as store:
         yield store
 
@@ -83,9 +86,9 @@ def test_invalid_names(name: str) -> None:
 
 
 def test_invalid_name_types() -> None:
-    assert not valid_name(None)  # type: ignore[arg-type]
-    assert not valid_name(123)  # type: ignore[arg-type]
-    assert not valid_name(b"abc")  # type: ignore[arg-type]
+    assert not valid_name(None)
+    assert not valid_name(123)
+    assert not valid_name(b"abc")
 
 
 def test_name_re_is_the_original_rule() -> None:
@@ -300,9 +303,15 @@ def test_swapped_ciphertexts_fail(tmp_path: Path, box: SecretBox) -> None:
     raw = sqlite3.connect(db)
     blobs = dict(raw.execute("SELECT container || '/' || name, secrets FROM webtasks"))
     with raw:
-        raw.execute("UPDATE webtasks SET secrets = ? WHERE container = 'c' AND name = 'a'", (blobs["c/b"],))
-        raw.execute("UPDATE webtasks SET secrets = ? WHERE container = 'c' AND name = 'b'", (blobs["c/a"],))
-        raw.execute("UPDATE webtasks SET secrets = ? WHERE container = 'd' AND name = 'a'", (blobs["c/a"],))
+        raw.execute(
+            "UPDATE webtasks SET secrets = ? WHERE container = 'c' AND name = 'a'", (blobs["c/b"],)
+        )
+        raw.execute(
+            "UPDATE webtasks SET secrets = ? WHERE container = 'c' AND name = 'b'", (blobs["c/a"],)
+        )
+        raw.execute(
+            "UPDATE webtasks SET secrets = ? WHERE container = 'd' AND name = 'a'", (blobs["c/a"],)
+        )
     raw.close()
     with sqlite_store(db, box) as store:
         for container, name in (("c", "a"), ("c", "b"), ("d", "a")):
@@ -520,7 +529,9 @@ def test_kill_9_keeps_every_acknowledged_write(tmp_path: Path, kill_after: int) 
     last = max(acked.values())
     in_flight = last + 1  # the only write that may have committed without an ack
 
-    with sqlite_store(tmp_path / "wtpy.sqlite3", SecretBox.from_data_dir(tmp_path, env={})) as store:
+    with sqlite_store(
+        tmp_path / "wtpy.sqlite3", SecretBox.from_data_dir(tmp_path, env={})
+    ) as store:
         assert store.backend._db().execute("PRAGMA integrity_check").fetchone()[0] == "ok"  # type: ignore[attr-defined]
         rows = store.list("default")  # every row decrypts
         assert len(rows) in (min(names, last + 1), min(names, in_flight + 1))
@@ -689,7 +700,11 @@ def test_change_feed_is_pruned_and_says_so(
             store.put("c", f"n{index}", CODE, {}, {})
         assert store.changes_since(2) == (6, [], False)  # 3 was pruned
         tail = store.changes_since(3)
-        assert tail.complete and [c.key for c in tail.changes] == [("c", "n3"), ("c", "n4"), ("c", "n5")]
+        assert tail.complete and [c.key for c in tail.changes] == [
+            ("c", "n3"),
+            ("c", "n4"),
+            ("c", "n5"),
+        ]
 
 
 def test_two_processes_share_a_sqlite_file(tmp_path: Path, box: SecretBox) -> None:
@@ -704,7 +719,9 @@ def test_two_processes_share_a_sqlite_file(tmp_path: Path, box: SecretBox) -> No
         one.revoke_token(token.id, "2030-01-02T00:00:00Z")
         batch = two.changes_since(cursor)
         assert [(c.kind, c.key) for c in batch.changes] == [
-            ("webtask", ("c", "n")), ("token", (token.id,)), ("token", (token.id,))
+            ("webtask", ("c", "n")),
+            ("token", (token.id,)),
+            ("token", (token.id,)),
         ]
         assert two.get_token(token.id).revoked_at == "2030-01-02T00:00:00Z"  # type: ignore[union-attr]
         assert two.get("c", "n").secrets == {"s": PLAIN}  # type: ignore[union-attr]

@@ -53,7 +53,9 @@ def secret_part(token: str) -> str:
     return token[len("wtpy_t_") + 16 + 1 :]
 
 
-def row(token: str, token_id: str, container: str = "acme", name: str | None = None, **fields: Any) -> StoredToken:
+def row(
+    token: str, token_id: str, container: str = "acme", name: str | None = None, **fields: Any
+) -> StoredToken:
     values: dict[str, Any] = {
         "id": token_id, "hash": hash_token(token), "container": container, "name": name,
         "description": "", "created_at": format_time(time.time()), "expires_at": None,
@@ -223,7 +225,9 @@ def create_token(server: WtpyServer, **body: Any) -> dict[str, Any]:
     return response.json()
 
 
-def put(client: httpx.Client, container: str, name: str, secrets: dict[str, str] | None = None) -> httpx.Response:
+def put(
+    client: httpx.Client, container: str, name: str, secrets: dict[str, str] | None = None
+) -> httpx.Response:
     return client.put(f"/api/webtask/{container}/{name}",
                       json={"code": HOOK, "meta": cc_meta(), "secrets": secrets or {}})  # fmt: skip
 
@@ -251,7 +255,9 @@ def test_container_token_reaches_only_its_container(server: WtpyServer) -> None:
     token = create_token(server, container=mine)["token"]
     with api(server, token) as client:
         assert put(client, mine, "rule", {"k": "my-secret"}).status_code == 201
-        assert client.patch(f"/api/webtask/{mine}/rule", json={"meta": {"x": "1"}}).status_code == 200
+        assert (
+            client.patch(f"/api/webtask/{mine}/rule", json={"meta": {"x": "1"}}).status_code == 200
+        )
         assert [w["name"] for w in client.get(f"/api/webtask/{mine}").json()] == ["rule"]
         view = client.get(f"/api/webtask/{mine}/rule", params={"decrypt": 1}).json()
         assert view["secrets"] == {"k": "my-secret"}
@@ -286,7 +292,9 @@ def test_webtask_token_reaches_only_its_webtask(server: WtpyServer) -> None:
     with api(server, token) as client:
         assert client.get(f"/api/webtask/{container}").json() == []  # not created yet
         assert put(client, container, "rule", {"k": "mine"}).status_code == 201
-        assert client.get(f"/api/webtask/{container}/rule", params={"decrypt": 1}).json()["secrets"] == {"k": "mine"}
+        assert client.get(f"/api/webtask/{container}/rule", params={"decrypt": 1}).json()[
+            "secrets"
+        ] == {"k": "mine"}
         # Listing the container answers only its own webtask, with filters applied.
         assert [w["name"] for w in client.get(f"/api/webtask/{container}").json()] == ["rule"]
         assert client.get(f"/api/webtask/{container}", params={"meta": "x:1"}).json() == []
@@ -373,7 +381,12 @@ def test_create_token_wrong_media_and_bad_json(server: WtpyServer) -> None:
         form = admin.post("/api/tokens", content=b"container=x",
                           headers={"content-type": "application/x-www-form-urlencoded"})  # fmt: skip
         assert form.status_code == 415
-        assert admin.post("/api/tokens", content=b"{", headers={"content-type": "application/json"}).status_code == 400
+        assert (
+            admin.post(
+                "/api/tokens", content=b"{", headers={"content-type": "application/json"}
+            ).status_code
+            == 400
+        )
         assert admin.post("/api/tokens", json=["container"]).status_code == 400
         expires_at = create_token(server, container="ok", expires_at="2030-01-01T00:00:00+01:00")
         assert expires_at["expires_at"] == "2029-12-31T23:00:00Z"
@@ -410,9 +423,12 @@ def read_records(server: WtpyServer, container: str, token: str, *, via_key: boo
         headers["Authorization"] = f"Bearer {token}"
     records: list[dict[str, Any]] = []
     deadline = time.monotonic() + seconds
-    with httpx.Client(timeout=10) as client, client.stream(
-        "GET", f"{server.url}/api/logs/tenant/{container}", params=query, headers=headers
-    ) as response:
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream(
+            "GET", f"{server.url}/api/logs/tenant/{container}", params=query, headers=headers
+        ) as response,
+    ):
         assert response.status_code == 200, response.read()
         for line in response.iter_lines():
             if line.startswith("data:") and line[5:].strip().startswith("{"):
@@ -433,7 +449,10 @@ def log_tenant(server: WtpyServer) -> Iterator[str]:
             assert admin.put(f"/api/webtask/{container}/{name}",
                              json={"code": code, "meta": cc_meta()}).status_code == 201  # fmt: skip
     for name in ("mine", "theirs"):
-        assert server.run(name, {**CC_BODY, "context": {"who": name}}, container=container).status_code == 200
+        assert (
+            server.run(name, {**CC_BODY, "context": {"who": name}}, container=container).status_code
+            == 200
+        )
     yield container
 
 
@@ -446,7 +465,9 @@ def test_logs_container_token(server: WtpyServer, log_tenant: str) -> None:
     for via_key in (False, True):
         query = {"key": other} if via_key else {}
         headers = {} if via_key else {"Authorization": f"Bearer {other}"}
-        response = httpx.get(f"{server.url}/api/logs/tenant/{log_tenant}", params=query, headers=headers)
+        response = httpx.get(
+            f"{server.url}/api/logs/tenant/{log_tenant}", params=query, headers=headers
+        )
         assert response.status_code == 403 and response.json()["error"] == "forbidden"
 
 
@@ -455,7 +476,9 @@ def test_logs_webtask_token_sees_only_its_webtask(server: WtpyServer, log_tenant
     records = read_records(server, log_tenant, token)  # the whole container was asked for
     assert records and {r["name"] for r in records} == {"mine"}
     assert all("theirs" not in r.get("message", "") for r in records)
-    assert {r["name"] for r in read_records(server, log_tenant, token, params={"name": "mine"})} == {"mine"}
+    assert {
+        r["name"] for r in read_records(server, log_tenant, token, params={"name": "mine"})
+    } == {"mine"}
     response = httpx.get(f"{server.url}/api/logs/tenant/{log_tenant}", params={"name": "theirs"},
                          headers={"Authorization": f"Bearer {token}"})  # fmt: skip
     assert response.status_code == 403
@@ -465,7 +488,9 @@ def test_logs_revoked_token_is_refused(server: WtpyServer, log_tenant: str) -> N
     created = create_token(server, container=log_tenant)
     with server.client() as admin:
         assert admin.delete(f"/api/tokens/{created['id']}").status_code == 204
-    response = httpx.get(f"{server.url}/api/logs/tenant/{log_tenant}", params={"key": created["token"]})
+    response = httpx.get(
+        f"{server.url}/api/logs/tenant/{log_tenant}", params={"key": created["token"]}
+    )
     assert response.status_code == 401 and "revoked" in response.json()["message"]
 
 
@@ -510,4 +535,7 @@ def test_cli_token_create_ls_revoke(server: WtpyServer, tmp_path: Path) -> None:
     assert after.exit_code == 8 and "revoked" in after.stderr
     assert wtpy(server, tmp_path, "token", "revoke", "0123456789abcdef").exit_code == 5
     assert wtpy(server, tmp_path, "token", "revoke", "not-an-id").exit_code == 2
-    assert wtpy(server, tmp_path, "token", "create", "-c", container, "--expires", "soon").exit_code == 2
+    assert (
+        wtpy(server, tmp_path, "token", "create", "-c", container, "--expires", "soon").exit_code
+        == 2
+    )

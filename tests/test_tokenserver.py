@@ -88,7 +88,9 @@ def envelope_success(data: Any = None, has_data: bool = True) -> bytes:
 
 
 def envelope_error(name: str, message: str, **extra: Any) -> bytes:
-    return orjson.dumps({"status": "error", "data": {"message": message, "name": name, "stack": name, **extra}})
+    return orjson.dumps(
+        {"status": "error", "data": {"message": message, "name": name, "stack": name, **extra}}
+    )
 
 
 class FakeRuntime:
@@ -105,7 +107,10 @@ class FakeRuntime:
 
     @staticmethod
     def documented_rule(body: dict[str, Any]) -> Any:
-        access_token: dict[str, Any] = {"https://foo.com/claim": "bar", "scope": list(body.get("scope") or [])}
+        access_token: dict[str, Any] = {
+            "https://foo.com/claim": "bar",
+            "scope": list(body.get("scope") or []),
+        }
         access_token["scope"].append("extra")
         return access_token
 
@@ -118,7 +123,8 @@ class FakeRuntime:
             return httpx.Response(200, content=self.raw)
         if request.headers.get("authorization") != f"Bearer {HOOK_SECRET}":
             return httpx.Response(
-                200, content=envelope_error("Error", "Unauthorized extensibility point", statusCode=500)
+                200,
+                content=envelope_error("Error", "Unauthorized extensibility point", statusCode=500),
             )
         result = self.rule(body)
         if isinstance(result, bytes):
@@ -132,7 +138,9 @@ class Served(ThreadServer):
     def __init__(self, app: Any) -> None:
         super().__init__(app, lifespan="on")
         self.start()
-        self.http = httpx.Client(base_url=self.url, headers={"User-Agent": "pytest-agent"}, timeout=10)
+        self.http = httpx.Client(
+            base_url=self.url, headers={"User-Agent": "pytest-agent"}, timeout=10
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -177,7 +185,9 @@ def client(default_server: Served, runtime: FakeRuntime) -> httpx.Client:
 
 
 @pytest.fixture
-def make_client(signing_key: SigningKey, runtime: FakeRuntime) -> Iterator[Callable[..., httpx.Client]]:
+def make_client(
+    signing_key: SigningKey, runtime: FakeRuntime
+) -> Iterator[Callable[..., httpx.Client]]:
     """A token server of the test's own configuration (transport=False: real network for hooks)."""
     served: list[Served] = []
 
@@ -218,7 +228,9 @@ def pw_params(**extra: str | None) -> dict[str, str]:
     return {key: value for key, value in params.items() if value is not None}
 
 
-def post(client: httpx.Client, params: dict[str, Any], form: bool = False, **kwargs: Any) -> httpx.Response:
+def post(
+    client: httpx.Client, params: dict[str, Any], form: bool = False, **kwargs: Any
+) -> httpx.Response:
     if form:
         return client.post("/oauth/token", data=params, **kwargs)
     return client.post("/oauth/token", json=params, **kwargs)
@@ -247,7 +259,9 @@ def oauth_error(response: httpx.Response, status: int, error: str) -> str:
 
 
 @pytest.mark.parametrize("form", [False, True], ids=["json", "form"])
-def test_client_credentials_documented_scenario(client: httpx.Client, runtime: FakeRuntime, form: bool) -> None:
+def test_client_credentials_documented_scenario(
+    client: httpx.Client, runtime: FakeRuntime, form: bool
+) -> None:
     response = post(client, cc_params(), form=form)
     assert response.status_code == 200, response.text
     assert response.headers["cache-control"] == "no-store"
@@ -262,7 +276,16 @@ def test_client_credentials_documented_scenario(client: httpx.Client, runtime: F
     assert claims["azp"] == "client-1"
     assert claims["iss"] == ISSUER and claims["aud"] == AUDIENCE
     assert claims["exp"] - claims["iat"] == 600
-    assert set(claims) == {"iss", "sub", "aud", "iat", "exp", "azp", "scope", "https://foo.com/claim"}
+    assert set(claims) == {
+        "iss",
+        "sub",
+        "aud",
+        "iat",
+        "exp",
+        "azp",
+        "scope",
+        "https://foo.com/claim",
+    }
 
     [(url, headers, hook_body)] = runtime.calls
     assert url == CC_URL
@@ -276,7 +299,9 @@ def test_client_credentials_documented_scenario(client: httpx.Client, runtime: F
 
 
 @pytest.mark.parametrize("form", [False, True], ids=["json", "form"])
-def test_password_documented_scenario(client: httpx.Client, runtime: FakeRuntime, form: bool) -> None:
+def test_password_documented_scenario(
+    client: httpx.Client, runtime: FakeRuntime, form: bool
+) -> None:
     response = post(client, pw_params(), form=form)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -311,7 +336,9 @@ def test_public_client_password_grant_without_secret(client: httpx.Client) -> No
     assert verify(client, response.json()["access_token"])["azp"] == "spa"
 
 
-def test_public_client_may_not_use_client_credentials(client: httpx.Client, runtime: FakeRuntime) -> None:
+def test_public_client_may_not_use_client_credentials(
+    client: httpx.Client, runtime: FakeRuntime
+) -> None:
     response = post(client, cc_params(client_id="spa", client_secret=None))
     oauth_error(response, 400, "unauthorized_client")
     assert runtime.calls == []
@@ -332,7 +359,9 @@ def test_hashed_client_secret_and_default_scopes(client: httpx.Client) -> None:
     params = cc_params(client_id="hashed", client_secret=HASHED_CLIENT_SECRET, scope=None)
     response = post(client, params)
     assert response.json()["scope"] == "test read extra"
-    refused = post(client, cc_params(client_id="hashed", client_secret=HASHED_CLIENT_SECRET, scope="admin"))
+    refused = post(
+        client, cc_params(client_id="hashed", client_secret=HASHED_CLIENT_SECRET, scope="admin")
+    )
     assert "admin" in oauth_error(refused, 400, "invalid_scope")
 
 
@@ -383,7 +412,9 @@ def test_claims_filtering(client: httpx.Client, runtime: FakeRuntime) -> None:
         (None, "test"),
     ],
 )
-def test_scope_from_hook(client: httpx.Client, runtime: FakeRuntime, result: Any, scope: str) -> None:
+def test_scope_from_hook(
+    client: httpx.Client, runtime: FakeRuntime, result: Any, scope: str
+) -> None:
     runtime.rule = lambda body: result
     response = post(client, cc_params())
     assert response.status_code == 200, response.text
@@ -398,8 +429,12 @@ def test_hook_grants_no_scope(client: httpx.Client, runtime: FakeRuntime) -> Non
     assert "scope" not in verify(client, response.json()["access_token"])
 
 
-@pytest.mark.parametrize("result", [["not", "an", "object"], "text", {"scope": "test extra"}, {"scope": ["a b"]}])
-def test_invalid_hook_result_is_server_error(client: httpx.Client, runtime: FakeRuntime, result: Any) -> None:
+@pytest.mark.parametrize(
+    "result", [["not", "an", "object"], "text", {"scope": "test extra"}, {"scope": ["a b"]}]
+)
+def test_invalid_hook_result_is_server_error(
+    client: httpx.Client, runtime: FakeRuntime, result: Any
+) -> None:
     runtime.rule = lambda body: result
     oauth_error(post(client, cc_params()), 500, "server_error")
 
@@ -419,7 +454,9 @@ def test_no_hook_configured(make_client: Callable[..., httpx.Client], runtime: F
 
 
 @pytest.mark.parametrize("grant", ["client_credentials", "password"])
-def test_hook_error_is_access_denied(client: httpx.Client, runtime: FakeRuntime, grant: str) -> None:
+def test_hook_error_is_access_denied(
+    client: httpx.Client, runtime: FakeRuntime, grant: str
+) -> None:
     runtime.rule = lambda body: envelope_error("InvalidScopeError", "You may not have that scope")
     params = cc_params() if grant == "client_credentials" else pw_params()
     response = post(client, params)
@@ -442,7 +479,9 @@ def test_hook_unreachable_is_503_and_logged(
     make_client: Callable[..., httpx.Client], caplog: pytest.LogCaptureFixture
 ) -> None:
     config = base_config()
-    config["hooks"]["client_credentials"]["url"] = f"http://127.0.0.1:{free_port()}/api/run/default/myrule"
+    config["hooks"]["client_credentials"]["url"] = (
+        f"http://127.0.0.1:{free_port()}/api/run/default/myrule"
+    )
     with caplog.at_level(logging.WARNING, logger="wtpy.tokenserver"):
         response = post(make_client(config, transport=False), cc_params())
     oauth_error(response, 503, "temporarily_unavailable")
@@ -453,7 +492,12 @@ def test_hook_unreachable_is_503_and_logged(
 
 @pytest.mark.parametrize(
     "failure",
-    [httpx.ReadTimeout("slow"), httpx.ConnectTimeout("slow"), b"<html>bad gateway</html>", b'{"status": "?"}'],
+    [
+        httpx.ReadTimeout("slow"),
+        httpx.ConnectTimeout("slow"),
+        b"<html>bad gateway</html>",
+        b'{"status": "?"}',
+    ],
     ids=["read-timeout", "connect-timeout", "not-json", "malformed"],
 )
 def test_hook_timeout_or_protocol_error_is_503(
@@ -490,14 +534,20 @@ def test_invalid_client(client: httpx.Client, runtime: FakeRuntime, params: dict
 
 @pytest.mark.parametrize(
     "params",
-    [pw_params(password="wrong"), pw_params(username="nobody"), pw_params(username="bob", password="wonderland")],
+    [
+        pw_params(password="wrong"),
+        pw_params(username="nobody"),
+        pw_params(username="bob", password="wonderland"),
+    ],
 )
 def test_wrong_password(client: httpx.Client, runtime: FakeRuntime, params: dict[str, str]) -> None:
     assert oauth_error(post(client, params), 400, "invalid_grant") == "Wrong username or password."
     assert runtime.calls == []
 
 
-@pytest.mark.parametrize("grant", ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer"])
+@pytest.mark.parametrize(
+    "grant", ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer"]
+)
 def test_unsupported_grant(client: httpx.Client, grant: str) -> None:
     oauth_error(post(client, cc_params(grant_type=grant)), 400, "unsupported_grant_type")
 
@@ -512,7 +562,9 @@ def test_unsupported_grant(client: httpx.Client, grant: str) -> None:
     ],
 )
 @pytest.mark.parametrize("form", [False, True], ids=["json", "form"])
-def test_missing_parameters(client: httpx.Client, params: dict[str, str], missing: str, form: bool) -> None:
+def test_missing_parameters(
+    client: httpx.Client, params: dict[str, str], missing: str, form: bool
+) -> None:
     assert missing in oauth_error(post(client, params, form=form), 400, "invalid_request")
 
 
@@ -537,7 +589,9 @@ def test_missing_audience_without_default(make_client: Callable[..., httpx.Clien
 )
 def test_malformed_requests(client: httpx.Client, content: bytes, content_type: str) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
-    oauth_error(client.post("/oauth/token", content=content, headers=headers), 400, "invalid_request")
+    oauth_error(
+        client.post("/oauth/token", content=content, headers=headers), 400, "invalid_request"
+    )
 
 
 def test_malformed_scope(client: httpx.Client) -> None:
@@ -592,7 +646,9 @@ def test_bad_keys_refused(tmp_path: Path) -> None:
     small = tmp_path / "small.pem"
     small.write_bytes(
         rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
     )
     with pytest.raises(SigningKeyError, match="2048"):
@@ -600,7 +656,9 @@ def test_bad_keys_refused(tmp_path: Path) -> None:
     ec_key = tmp_path / "ec.pem"
     ec_key.write_bytes(
         ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
     )
     with pytest.raises(SigningKeyError, match="RSA"):
@@ -650,11 +708,32 @@ def test_relative_signing_key_is_relative_to_config_file(tmp_path: Path) -> None
         (lambda c: c.pop("issuer"), "issuer is required"),
         (lambda c: c.update(isuer="x"), "unknown key"),
         (lambda c: c.update(token_lifetime=-1), "token_lifetime"),
-        (lambda c: c["clients"].append({"client_id": "client-1", "client_secret": "x"}), "duplicate client_id"),
-        (lambda c: c["users"].append({"user_id": "u9", "username": "alice", "password": "x"}), "duplicate username"),
-        (lambda c: c["clients"].append({"client_id": "p", "grant_types": ["client_credentials"]}), "client_secret"),
-        (lambda c: c["users"].append({"user_id": "u9", "username": "z", "password": "scrypt$1$2$3$s$h"}), "malformed"),
-        (lambda c: c["hooks"].update(password={"url": PW_URL, "secret_env": "WTPY_TEST_UNSET_VAR"}), "not set"),
+        (
+            lambda c: c["clients"].append({"client_id": "client-1", "client_secret": "x"}),
+            "duplicate client_id",
+        ),
+        (
+            lambda c: c["users"].append({"user_id": "u9", "username": "alice", "password": "x"}),
+            "duplicate username",
+        ),
+        (
+            lambda c: c["clients"].append(
+                {"client_id": "p", "grant_types": ["client_credentials"]}
+            ),
+            "client_secret",
+        ),
+        (
+            lambda c: c["users"].append(
+                {"user_id": "u9", "username": "z", "password": "scrypt$1$2$3$s$h"}
+            ),
+            "malformed",
+        ),
+        (
+            lambda c: c["hooks"].update(
+                password={"url": PW_URL, "secret_env": "WTPY_TEST_UNSET_VAR"}
+            ),
+            "not set",
+        ),
         (lambda c: c["hooks"].update(password={"url": "ftp://x"}), "http"),
         (lambda c: c["hooks"].update(implicit={"url": PW_URL}), "unknown key"),
         (lambda c: c["users"].append({"user_id": "u9", "username": "z"}), "password is required"),

@@ -28,7 +28,9 @@ class _NoWorkers:
 
 def _run(tmp_path: Path, scenario: Any) -> Any:
     async def main() -> Any:
-        runtime = Runtime(Settings(data_dir=tmp_path, announce_token=False, workers=1, max_timeout=60))
+        runtime = Runtime(
+            Settings(data_dir=tmp_path, announce_token=False, workers=1, max_timeout=60)
+        )
         runtime.pool = _NoWorkers()  # type: ignore[assignment]
         await runtime.start()
         try:
@@ -40,7 +42,10 @@ def _run(tmp_path: Path, scenario: Any) -> Any:
 
 
 def test_merge_patch_deletes_on_null_and_replaces_otherwise() -> None:
-    assert merge_patch({"a": "1", "b": "2"}, {"a": None, "b": "3", "c": "4"}) == {"b": "3", "c": "4"}
+    assert merge_patch({"a": "1", "b": "2"}, {"a": None, "b": "3", "c": "4"}) == {
+        "b": "3",
+        "c": "4",
+    }
     assert merge_patch({"a": "1"}, {"missing": None}) == {"a": "1"}
 
 
@@ -73,7 +78,9 @@ def test_put_and_patch_check_the_meta_they_write(tmp_path: Path) -> None:
         assert dict(unchanged.meta) == {"wt-compiler": CC} and dict(unchanged.secrets) == {"s": "v"}
         assert await runtime.patch("default", "missing", None, {"a": "1"}, {}) is None
         # Concurrent patches: each merges into the version the previous one wrote.
-        await asyncio.gather(*(runtime.patch("default", "r", None, {f"k{i}": "v"}, {}) for i in range(5)))
+        await asyncio.gather(
+            *(runtime.patch("default", "r", None, {f"k{i}": "v"}, {}) for i in range(5))
+        )
         merged = await runtime.get("default", "r")
         assert merged is not None and merged.version == 6
         assert set(merged.meta) == {"wt-compiler", "k0", "k1", "k2", "k3", "k4"}
@@ -94,4 +101,7 @@ def test_every_domain_error_has_its_own_status() -> None:
         "Unauthorized": 401, "Forbidden": 403, "NotFound": 404, "InvalidName": 400,
         "Invalid": 422, "TooLarge": 413,
     }  # fmt: skip
-    assert error_answer(Invalid("bad", code="invalid_token")) == (422, b'{"error":"invalid_token","message":"bad"}')
+    assert error_answer(Invalid("bad", code="invalid_token")) == (
+        422,
+        b'{"error":"invalid_token","message":"bad"}',
+    )

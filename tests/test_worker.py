@@ -40,7 +40,11 @@ class Worker:
     _ids = itertools.count(1)
 
     def __init__(
-        self, memory_mb: int | None = None, *, argv: list[str] | None = None, stderr: Any = subprocess.DEVNULL
+        self,
+        memory_mb: int | None = None,
+        *,
+        argv: list[str] | None = None,
+        stderr: Any = subprocess.DEVNULL,
     ) -> None:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         if memory_mb is not None:
@@ -160,7 +164,10 @@ def test_rlimits_applied(own_worker: Worker) -> None:
     limits = Path(f"/proc/{own_worker.proc.pid}/limits").read_text()
     rows = {line[:26].strip(): line[26:].split() for line in limits.splitlines()[1:]}
     # soft = the worker's memory; hard leaves room for orjson's reservations (SERIALIZE_HEADROOM)
-    assert rows["Max address space"][:2] == [str(256 * 1024 * 1024), str(256 * 1024 * 1024 + 8 * 1024**3)]
+    assert rows["Max address space"][:2] == [
+        str(256 * 1024 * 1024),
+        str(256 * 1024 * 1024 + 8 * 1024**3),
+    ]
     assert rows["Max file size"][:2] == ["0", "0"]
     assert rows["Max core file size"][:2] == ["0", "0"]
 
@@ -286,11 +293,18 @@ def test_raise_after_cb_keeps_cb_answer(worker: Worker) -> None:
     """
     reply = worker.run(code)
     assert result(reply) == "ok"
-    assert any("raised ValueError after calling its callback" in e["message"] for e in reply["logs"])
+    assert any(
+        "raised ValueError after calling its callback" in e["message"] for e in reply["logs"]
+    )
 
 
 def test_hook_error_classes_are_injected(worker: Worker) -> None:
-    for cls in ("ExtensibilityUserError", "InvalidRequestError", "InvalidScopeError", "ServerError"):
+    for cls in (
+        "ExtensibilityUserError",
+        "InvalidRequestError",
+        "InvalidScopeError",
+        "ServerError",
+    ):
         code = f"def hook(client, scope, audience, context):\n    raise {cls}('x')\n"
         assert error(worker.run(code))["name"] == cls
     subclass = "def hook(client, scope, audience, context):\n    return issubclass(ServerError, ExtensibilityUserError)\n"
@@ -324,7 +338,9 @@ def test_raise_value_error_stack_shows_only_hook_frames(worker: Worker) -> None:
 
 
 def test_error_inside_stdlib_has_no_server_paths(worker: Worker) -> None:
-    code = "import json\n\ndef hook(client, scope, audience, context):\n    return json.loads('{')\n"
+    code = (
+        "import json\n\ndef hook(client, scope, audience, context):\n    return json.loads('{')\n"
+    )
     err = error(worker.run(code))
     assert err["name"] == "JSONDecodeError"
     assert "line 4, in hook" in err["stack"]
@@ -393,7 +409,9 @@ def test_hook_that_is_not_a_function(worker: Worker) -> None:
 @pytest.mark.parametrize("module", ["os", "sys", "subprocess", "socket", "os.path", "importlib"])
 def test_import_outside_allow_list_refused_at_compile(worker: Worker, module: str) -> None:
     code = f"def hook(client, scope, audience, context):\n    import {module}\n    return 1\n"
-    assert compile_error(worker.run(code)).startswith(f"Line 2: import of module '{module}' is not allowed")
+    assert compile_error(worker.run(code)).startswith(
+        f"Line 2: import of module '{module}' is not allowed"
+    )
 
 
 def test_compile_failure_is_cached_for_code_null(worker: Worker) -> None:
@@ -425,7 +443,9 @@ def test_print_and_log_object(worker: Worker) -> None:
 
 
 def test_log_line_cap_appends_marker(worker: Worker) -> None:
-    code = "def hook(client, scope, audience, context):\n    for i in range(50):\n        print(i)\n"
+    code = (
+        "def hook(client, scope, audience, context):\n    for i in range(50):\n        print(i)\n"
+    )
     logs = worker.run(code, max_log_lines=5)["logs"]
     assert [e["message"] for e in logs[:5]] == ["0", "1", "2", "3", "4"]
     assert len(logs) == 6
@@ -499,7 +519,9 @@ def test_random_state_is_fresh_however_the_hook_imports_it(worker: Worker) -> No
     for reader in readers:
         assert result(worker.run(seeded)) == 0
         values.append(result(worker.run(reader)))
-    assert 0.13436424411240122 not in values and len(set(values)) == 3  # random.seed(1); random.random()
+    assert (
+        0.13436424411240122 not in values and len(set(values)) == 3
+    )  # random.seed(1); random.random()
 
 
 def test_cached_gauss_value_does_not_carry_over(worker: Worker) -> None:
@@ -552,12 +574,16 @@ def test_only_imports_that_reach_random_state_reseed_it() -> None:
     seed = "import random\n\ndef hook(client, scope, audience, context):\n    random.seed(1)\n"
     assert _in_process_run(seed)["ok"] is True
     state = random.getstate()
-    assert _in_process_run("import json\n\ndef hook(client, scope, audience, context):\n    return 1\n")["ok"]
+    assert _in_process_run(
+        "import json\n\ndef hook(client, scope, audience, context):\n    return 1\n"
+    )["ok"]
     assert random.getstate() == state
     for module in ("uuid", "random"):
         assert _in_process_run(seed)["ok"] is True
         state = random.getstate()
-        assert _in_process_run(f"import {module}\n\ndef hook(client, scope, audience, context):\n    return 1\n")["ok"]
+        assert _in_process_run(
+            f"import {module}\n\ndef hook(client, scope, audience, context):\n    return 1\n"
+        )["ok"]
         assert random.getstate() != state, module
 
 
@@ -587,7 +613,11 @@ def test_no_other_allowed_module_reaches_random_state() -> None:
 
     def reached(roots: list[tuple[str, Any]]) -> list[str]:
         def is_random_state(obj: Any) -> bool:
-            if obj is random or obj is random._inst or getattr(obj, "__self__", None) is random._inst:
+            if (
+                obj is random
+                or obj is random._inst
+                or getattr(obj, "__self__", None) is random._inst
+            ):
                 return True
             return obj is _VIEWS["random"] or obj is _VIEWS["uuid"]
 
@@ -637,7 +667,9 @@ def test_future_import_and_submodules_allowed(worker: Worker) -> None:
 def test_submodules_outside_the_allow_list_refused_at_compile(worker: Worker, module: str) -> None:
     for statement in (f"import {module}", f"import {module} as m", f"from {module} import x"):
         code = f"{statement}\n\ndef hook(client, scope, audience, context):\n    return 1\n"
-        assert f"import of module {module!r} is not allowed" in compile_error(worker.run(code)), statement
+        assert f"import of module {module!r} is not allowed" in compile_error(worker.run(code)), (
+            statement
+        )
 
 
 def test_private_submodule_import_refused(worker: Worker) -> None:
@@ -724,7 +756,9 @@ def test_setattr_on_allowed_module_refused_and_harmless(worker: Worker) -> None:
         return out
     """
     assert result(worker.run(code)) == ["attribute-less object (assign or del)"] * 2
-    check = "import json\n\ndef hook(client, scope, audience, context):\n    return json.dumps([1])\n"
+    check = (
+        "import json\n\ndef hook(client, scope, audience, context):\n    return json.dumps([1])\n"
+    )
     assert result(worker.run(check)) == "[1]"
 
 
@@ -786,7 +820,9 @@ def test_memory_bomb_is_an_error_and_asks_for_recycle(own_worker: Worker) -> Non
     assert error(reply)["name"] == "MemoryError"
     assert reply["recycle"] is True
     # The memory is released: the same worker still answers.
-    assert result(own_worker.run("def hook(client, scope, audience, context):\n    return 1\n")) == 1
+    assert (
+        result(own_worker.run("def hook(client, scope, audience, context):\n    return 1\n")) == 1
+    )
 
 
 def test_cpu_budget_kills_a_runaway_hook(own_worker: Worker) -> None:
@@ -879,18 +915,25 @@ def test_a_slow_hook_s_lines_are_sent_while_it_runs(worker: Worker) -> None:
     assert [line["message"] for line in reply["logs"]] == ["first", "second", "third"]
     # Each line had waited 0.3 s when the next one came: sent on then, one batch each;
     # the last one travels with the answer.
-    assert [[line["message"] for line in batch] for batch in reply["live"]] == [["first"], ["second"]]
+    assert [[line["message"] for line in batch] for batch in reply["live"]] == [
+        ["first"],
+        ["second"],
+    ]
 
 
 def test_a_line_is_sent_on_while_the_hook_goes_on_without_logging(worker: Worker) -> None:
     started = time.monotonic()
-    reply = worker.run("import time\ndef hook(client, scope, audience, context):\n    log.info('only')\n    time.sleep(0.5)\n")
+    reply = worker.run(
+        "import time\ndef hook(client, scope, audience, context):\n    log.info('only')\n    time.sleep(0.5)\n"
+    )
     assert reply["live"] == [reply["logs"]] and reply["logs"][0]["message"] == "only"
     assert time.monotonic() - started >= 0.5  # the timer's signal did not cut the sleep short
 
 
 def test_a_quick_hook_s_lines_all_come_with_the_answer(worker: Worker) -> None:
-    reply = worker.run("def hook(client, scope, audience, context):\n    for i in range(50):\n        log.info(i)\n")
+    reply = worker.run(
+        "def hook(client, scope, audience, context):\n    for i in range(50):\n        log.info(i)\n"
+    )
     assert "live" not in reply and len(reply["logs"]) == 50
 
 
@@ -912,9 +955,13 @@ def test_the_caps_count_lines_already_sent(worker: Worker) -> None:
 
 
 def test_lone_surrogates_in_logs_and_errors_do_not_kill_the_worker(worker: Worker) -> None:
-    logged = worker.run("def hook(client, scope, audience, context):\n    log.info('x' + chr(0xd800))\n    return 1\n")
+    logged = worker.run(
+        "def hook(client, scope, audience, context):\n    log.info('x' + chr(0xd800))\n    return 1\n"
+    )
     assert logged["ok"] is True and logged["logs"][0]["message"] == "x?"
-    raised = worker.run("def hook(client, scope, audience, context):\n    raise ValueError('y' + chr(0xdfff))\n")
+    raised = worker.run(
+        "def hook(client, scope, audience, context):\n    raise ValueError('y' + chr(0xdfff))\n"
+    )
     assert raised["ok"] is False and raised["error"]["message"] == "y?"
     assert worker.alive()
 
@@ -927,9 +974,13 @@ def test_the_zygote_imports_no_web_stack() -> None:
         "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'starlette', 'uvicorn', 'httpx', 'asyncio', 'ssl', 'wtpy'})))"
     )
-    loaded = subprocess.run([sys.executable, "-I", "-c", probe], capture_output=True, text=True, check=True)
+    loaded = subprocess.run(
+        [sys.executable, "-I", "-c", probe], capture_output=True, text=True, check=True
+    )
     modules = set(loaded.stdout.split())
     assert "wtpy.sandbox._zygote" in modules and "wtpy.sandbox._worker" in modules
     assert {m for m in modules if m.split(".")[0] != "wtpy"} == set(), modules
-    assert {m for m in modules if not (m in ("wtpy", "wtpy.contract") or m.startswith("wtpy.sandbox"))} == set(), modules
+    assert {
+        m for m in modules if not (m in ("wtpy", "wtpy.contract") or m.startswith("wtpy.sandbox"))
+    } == set(), modules
     assert "wtpy.sandbox._pool" not in modules and "wtpy.sandbox._procs" not in modules

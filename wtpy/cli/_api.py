@@ -170,7 +170,11 @@ class ManagementClient:
         response = self._send("GET", self._webtask_path(container), params=params or None)
         value = _json(response)
         if not isinstance(value, list):
-            raise ApiError(502, "bad_response", "wtpy answered the list call with something other than an array")
+            raise ApiError(
+                502,
+                "bad_response",
+                "wtpy answered the list call with something other than an array",
+            )
         return value
 
     def delete(self, container: str, name: str) -> None:
@@ -201,7 +205,11 @@ class ManagementClient:
         params = [("container", container)] if container else None
         value = _json(self._send("GET", f"{self.url}/api/tokens", params=params))
         if not isinstance(value, list):
-            raise ApiError(502, "bad_response", "wtpy answered the token list with something other than an array")
+            raise ApiError(
+                502,
+                "bad_response",
+                "wtpy answered the token list with something other than an array",
+            )
         return value
 
     def revoke_token(self, token_id: str) -> None:
@@ -234,9 +242,7 @@ class ManagementClient:
             for existing in [k for k in all_headers if k.lower() == key.lower()]:
                 del all_headers[existing]
             all_headers[key] = value
-        response = self._send(
-            method.upper(), url, content=body, headers=all_headers, admin=False
-        )
+        response = self._send(method.upper(), url, content=body, headers=all_headers, admin=False)
         return _json(response)
 
 
@@ -245,7 +251,9 @@ def _json(response: httpx.Response) -> Any:
         return orjson.loads(response.content)
     except orjson.JSONDecodeError:
         raise ApiError(
-            502, "bad_response", f"wtpy answered HTTP {response.status_code} with a body that is not JSON"
+            502,
+            "bad_response",
+            f"wtpy answered HTTP {response.status_code} with a body that is not JSON",
         ) from None
 
 

@@ -133,7 +133,9 @@ def _error_message(response: httpx.Response) -> str:
     except (orjson.JSONDecodeError, httpx.HTTPError):
         body = None
     if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return f"{body['message']} (HTTP {response.status_code} {body.get('error', '')})".replace(" )", ")")
+        return f"{body['message']} (HTTP {response.status_code} {body.get('error', '')})".replace(
+            " )", ")"
+        )
     return f"HTTP {response.status_code}"
 
 
@@ -173,7 +175,9 @@ def follow(
                 headers["Last-Event-ID"] = last_id
             reason = ""
             try:
-                with http.stream("GET", url, params=params, headers=headers, timeout=timeout) as response:
+                with http.stream(
+                    "GET", url, params=params, headers=headers, timeout=timeout
+                ) as response:
                     status = response.status_code
                     if status in (401, 403):
                         raise CliError(
@@ -260,7 +264,10 @@ def format_record(record: dict[str, Any], *, verbose: bool = False) -> Text:
     text.append(" ")
     if kind == "invocation":
         outcome = str(record.get("outcome") or "")
-        text.append(f"{'✓' if outcome == 'success' else '✗'} {outcome}", style=OUTCOME_STYLES.get(outcome, ""))
+        text.append(
+            f"{'✓' if outcome == 'success' else '✗'} {outcome}",
+            style=OUTCOME_STYLES.get(outcome, ""),
+        )
         duration = record.get("duration_ms")
         if isinstance(duration, int | float):
             text.append(f" {duration:g} ms", style="dim")
@@ -329,7 +336,9 @@ def _check_webtask(ctx: click.Context, param: click.Parameter, value: str | None
     help="Minimum level to show.",
 )
 @click.option(
-    "--errors", is_flag=True, help="Only error lines and failed invocations (error, timeout, killed)."
+    "--errors",
+    is_flag=True,
+    help="Only error lines and failed invocations (error, timeout, killed).",
 )
 @profile_options
 def logs(

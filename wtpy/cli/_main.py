@@ -176,7 +176,9 @@ def get_profile(profile: str | None, container: str | None) -> Profile:
     """The resolved profile for a command's -p/--container options (raises ProfileError)."""
     resolved = resolve_profile(profile, container=container, warn=_warn)
     if not valid_name(resolved.container):
-        raise CliError(f"invalid container name {resolved.container!r} in profile {resolved.name!r}")
+        raise CliError(
+            f"invalid container name {resolved.container!r} in profile {resolved.name!r}"
+        )
     return resolved
 
 
@@ -227,7 +229,9 @@ def _scalar(value: Any, key: str, where: str, allow_null: bool) -> str | None:
     if value is None:
         if allow_null:
             return None
-        raise CliError(f"{where}: value of {key!r} is null (only `wtpy update` files may delete keys)")
+        raise CliError(
+            f"{where}: value of {key!r} is null (only `wtpy update` files may delete keys)"
+        )
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float):
@@ -258,7 +262,9 @@ def _parse_structured(text: str, where: str, json_only: bool) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError as error:
         if json_only:
-            raise CliError(f"{where} is not valid JSON (line {error.lineno}, column {error.colno})") from None
+            raise CliError(
+                f"{where} is not valid JSON (line {error.lineno}, column {error.colno})"
+            ) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -285,11 +291,15 @@ def read_mapping_file(path: str, option: str, *, allow_null: bool = False) -> di
         data = _parse_structured(text, where, json_only=False)
     else:
         first = next(
-            (s for s in (line.strip() for line in text.splitlines()) if s and not s.startswith("#")),
+            (
+                s
+                for s in (line.strip() for line in text.splitlines())
+                if s and not s.startswith("#")
+            ),
             "",
         )
         key, sep, _ = first.removeprefix("export ").partition("=")
-        looks_dotenv = bool(sep) and bool(key.strip()) and not any(c in key for c in ':{"\' ')
+        looks_dotenv = bool(sep) and bool(key.strip()) and not any(c in key for c in ":{\"' ")
         data = _parse_dotenv(text, where) if looks_dotenv else _parse_structured(text, where, False)
     if data is None:
         data = {}
@@ -339,7 +349,9 @@ Exit codes:
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=EXIT_CODES_HELP,
 )
-@click.version_option(__version__, "--version", "-V", prog_name="wtpy", help="Show the version and exit.")
+@click.version_option(
+    __version__, "--version", "-V", prog_name="wtpy", help="Show the version and exit."
+)
 def cli() -> None:
     """wtpy: a Webtask-compatible hook runtime.
 
@@ -361,7 +373,11 @@ cli.add_lazy_command("tokenserver", "wtpy.tokenserver:command")  # reference OAu
 @cli.command(short_help="Run the wtpy server.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option(
-    "--port", default=8721, show_default=True, type=click.IntRange(0, 65535), help="TCP port to listen on."
+    "--port",
+    default=8721,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="TCP port to listen on.",
 )
 @click.option(
     "--data-dir",
@@ -624,9 +640,7 @@ def _with_unsets(
 @click.option(
     "--unset-meta", multiple=True, metavar="KEY", help="Delete a meta entry (repeatable)."
 )
-@click.option(
-    "--unset-secret", multiple=True, metavar="KEY", help="Delete a secret (repeatable)."
-)
+@click.option("--unset-secret", multiple=True, metavar="KEY", help="Delete a secret (repeatable).")
 @profile_options
 def update(
     name: str,
@@ -683,7 +697,9 @@ def update(
     metavar="KEY=VALUE",
     help="Only webtasks whose meta KEY equals VALUE (repeatable; all must match).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON array instead of a table.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the raw JSON array instead of a table."
+)
 @profile_options
 def ls(meta: tuple[str, ...], as_json: bool, profile: str | None, container: str | None) -> None:
     """List the webtasks of a container: name, compiler, last update, URL."""
@@ -728,7 +744,10 @@ def inspect(
 @cli.command(short_help="Delete a webtask.")
 @click.argument("name", callback=_check_name("webtask"))
 @click.option(
-    "--yes", "-y", is_flag=True, help="Do not ask for confirmation (never asked when stdin is not a terminal)."
+    "--yes",
+    "-y",
+    is_flag=True,
+    help="Do not ask for confirmation (never asked when stdin is not a terminal).",
 )
 @profile_options
 def rm(name: str, yes: bool, profile: str | None, container: str | None) -> None:
@@ -776,9 +795,17 @@ def _payload(data: str | None, data_file: str | None) -> bytes | None:
 @cli.command(short_help="Call a webtask with a JSON payload.")
 @click.argument("name", callback=_check_name("webtask"))
 @click.option("--data", "-d", metavar="JSON", help="JSON request body.")
-@click.option("--data-file", metavar="FILE", help='File holding the JSON request body ("-" for stdin).')
+@click.option(
+    "--data-file", metavar="FILE", help='File holding the JSON request body ("-" for stdin).'
+)
 @click.option("--method", "-X", default="POST", show_default=True, help="HTTP method.")
-@click.option("--path", "sub_path", default="", metavar="SUB", help="Sub-path after the webtask's URL, e.g. /x/y.")
+@click.option(
+    "--path",
+    "sub_path",
+    default="",
+    metavar="SUB",
+    help="Sub-path after the webtask's URL, e.g. /x/y.",
+)
 @click.option(
     "--header", "-H", multiple=True, metavar="NAME:VALUE", help="Extra request header (repeatable)."
 )

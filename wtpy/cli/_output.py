@@ -52,7 +52,9 @@ class _Printer:
             self._terminal.print(renderable)
             return
         buffer = io.StringIO()
-        Console(file=buffer, highlight=False, width=_PIPE_WIDTH, color_system=None).print(renderable)
+        Console(file=buffer, highlight=False, width=_PIPE_WIDTH, color_system=None).print(
+            renderable
+        )
         click.echo("\n".join(line.rstrip() for line in buffer.getvalue().splitlines()))
 
 

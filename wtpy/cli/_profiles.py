@@ -177,8 +177,8 @@ def resolve_profile(
     env_url, env_token = _env(env, "WTPY_URL"), _env(env, "WTPY_TOKEN")
     data = load_profiles(path)
     profiles: dict[str, Any] = data["profiles"]
-    chosen = explicit or data["default"] or (
-        DEFAULT_PROFILE if DEFAULT_PROFILE in profiles else None
+    chosen = (
+        explicit or data["default"] or (DEFAULT_PROFILE if DEFAULT_PROFILE in profiles else None)
     )
     if chosen is None and len(profiles) == 1:
         chosen = next(iter(profiles))

@@ -20,7 +20,9 @@ def parse_expiry(text: str) -> float:
     """Seconds of a duration like 30d, 12h, 90m, 45s, 2w, 1y (a bare number is seconds)."""
     match = _DURATION_RE.fullmatch(text)
     if not match:
-        raise CliError(f"invalid --expires {text!r}: use a duration such as 3600, 90m, 12h, 30d, 2w or 1y")
+        raise CliError(
+            f"invalid --expires {text!r}: use a duration such as 3600, 90m, 12h, 30d, 2w or 1y"
+        )
     seconds = float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
     if seconds < 1:
         raise CliError("--expires must be at least one second")
@@ -39,7 +41,12 @@ def token() -> None:
 @token.command(short_help="Issue a token; print it (shown once).")
 @click.option("--name", "-n", metavar="NAME", callback=_check_name("webtask"),
               help="Scope the token to this one webtask of the container.")  # fmt: skip
-@click.option("--expires", "-e", metavar="DURATION", help="Lifetime, e.g. 3600, 90m, 12h, 30d, 1y (default: never).")
+@click.option(
+    "--expires",
+    "-e",
+    metavar="DURATION",
+    help="Lifetime, e.g. 3600, 90m, 12h, 30d, 1y (default: never).",
+)
 @click.option("--description", "-d", metavar="TEXT", help="A note for `wtpy token ls`.")
 @profile_options
 def create(
@@ -80,7 +87,9 @@ def ls(as_json: bool, profile: str | None, container: str | None) -> None:
     if not tokens:
         info("no tokens")
         return
-    table = Table("ID", "CONTAINER", "WEBTASK", "STATUS", "EXPIRES", "CREATED", "DESCRIPTION", box=None)
+    table = Table(
+        "ID", "CONTAINER", "WEBTASK", "STATUS", "EXPIRES", "CREATED", "DESCRIPTION", box=None
+    )
     for row in tokens:
         table.add_row(
             str(row.get("id", "")),
@@ -100,7 +109,9 @@ def ls(as_json: bool, profile: str | None, container: str | None) -> None:
 def revoke(token_id: str, profile: str | None, container: str | None) -> None:
     """Revoke a token for good (effective for the next request)."""
     if not re.fullmatch(r"[0-9a-f]{16}", token_id):
-        raise CliError(f"invalid token id {token_id!r}: ids are 16 hex digits (see `wtpy token ls`)")
+        raise CliError(
+            f"invalid token id {token_id!r}: ids are 16 hex digits (see `wtpy token ls`)"
+        )
     target = get_profile(profile, container)
     with make_client(target.url, target.token) as client:
         client.revoke_token(token_id)

@@ -61,7 +61,8 @@ class _Base:
 
     def _too_large(self, status_code: int) -> HookProtocolError:
         return HookProtocolError(
-            f"extensibility point answer exceeds {MAX_RESPONSE_BYTES} bytes", status_code=status_code
+            f"extensibility point answer exceeds {MAX_RESPONSE_BYTES} bytes",
+            status_code=status_code,
         )
 
 
@@ -127,7 +128,9 @@ class HookClient(_Base):
         content = _encode(body)
         deadline = time.monotonic() + self.timeout
         try:
-            with self._http.stream("POST", self.url, content=content, headers=self._headers) as response:
+            with self._http.stream(
+                "POST", self.url, content=content, headers=self._headers
+            ) as response:
                 chunks: list[bytes] = []
                 size = 0
                 for chunk in response.iter_bytes():

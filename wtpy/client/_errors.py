@@ -1,14 +1,14 @@
 """Exceptions raised by the hook client.
 
-    HookClientError                 base of everything below
-    +-- HookError                   the runtime answered an error envelope
-    |   +-- HookConfigurationError  ... caused by the caller's set-up, not by the hook's logic
-    |       +-- HookUnauthorizedError   wrong or missing secret ("Unauthorized extensibility point")
-    |       +-- HookBadRequestError     the runtime refused the body (its validation messages)
-    |       +-- HookCompileError        the hook's code does not compile
-    +-- HookUnavailableError        no answer: connection failed, timed out, HTTP 5xx/429
-    |   +-- HookTimeoutError        ... the timeout elapsed
-    +-- HookProtocolError           an answer that is not an envelope (not JSON, wrong shape, 4xx)
+HookClientError                 base of everything below
++-- HookError                   the runtime answered an error envelope
+|   +-- HookConfigurationError  ... caused by the caller's set-up, not by the hook's logic
+|       +-- HookUnauthorizedError   wrong or missing secret ("Unauthorized extensibility point")
+|       +-- HookBadRequestError     the runtime refused the body (its validation messages)
+|       +-- HookCompileError        the hook's code does not compile
++-- HookUnavailableError        no answer: connection failed, timed out, HTTP 5xx/429
+|   +-- HookTimeoutError        ... the timeout elapsed
++-- HookProtocolError           an answer that is not an envelope (not JSON, wrong shape, 4xx)
 """
 
 from __future__ import annotations

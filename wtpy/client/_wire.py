@@ -50,7 +50,9 @@ class HookResult:
         return {}
 
 
-def _context(ip: str | None, user_agent: str | None, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+def _context(
+    ip: str | None, user_agent: str | None, extra: Mapping[str, Any] | None
+) -> dict[str, Any]:
     if extra is not None and not isinstance(extra, Mapping):
         raise TypeError("extra_context must be a mapping")
     context: dict[str, Any] = dict(extra or {})
@@ -64,9 +66,7 @@ def _context(ip: str | None, user_agent: str | None, extra: Mapping[str, Any] | 
 def _check(client: Any, scope: Any, audience: Any) -> None:
     if not isinstance(client, Mapping):
         raise TypeError("client must be a mapping")
-    if scope is not None and (
-        isinstance(scope, str | bytes) or not isinstance(scope, Sequence)
-    ):
+    if scope is not None and (isinstance(scope, str | bytes) or not isinstance(scope, Sequence)):
         raise TypeError("scope must be a list of strings or None")
     if not isinstance(audience, str):
         raise TypeError("audience must be a string")
@@ -191,6 +191,4 @@ def parse_envelope(status_code: int, content: bytes) -> tuple[bool, Any]:
                 "error envelope without a data.message string", status_code=status_code
             )
         raise hook_error_from(data)
-    raise HookProtocolError(
-        "envelope has no status 'success' or 'error'", status_code=status_code
-    )
+    raise HookProtocolError("envelope has no status 'success' or 'error'", status_code=status_code)

@@ -49,7 +49,9 @@ class NodeHeaders(dict[str, str]):
     """Headers already merged by `node_headers`: passing them again costs nothing."""
 
 
-def node_headers(headers: Mapping[str, str] | Iterable[tuple[str, str] | tuple[bytes, bytes]]) -> NodeHeaders:
+def node_headers(
+    headers: Mapping[str, str] | Iterable[tuple[str, str] | tuple[bytes, bytes]],
+) -> NodeHeaders:
     """Header names lowercased, repeated headers merged the way Node's `req.headers` does.
 
     Takes a mapping (starlette `Headers` yields every raw pair) or the (name, value) pairs,

@@ -67,7 +67,11 @@ def failure_envelope(error: Mapping[str, Any]) -> bytes:
     message = error.get("message")
     name = name if isinstance(name, str) and name else DEFAULT_ERROR_NAME
     message = message if isinstance(message, str) else _UNKNOWN_MESSAGE
-    extra = {key: value for key, value in error.items() if isinstance(key, str) and key not in ("name", "message")}
+    extra = {
+        key: value
+        for key, value in error.items()
+        if isinstance(key, str) and key not in ("name", "message")
+    }
     return error_envelope(name, message, **extra)
 
 

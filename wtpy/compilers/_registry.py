@@ -79,7 +79,9 @@ def load_entry_points() -> list[str]:
             compiler = loaded() if isinstance(loaded, type) else loaded
             register(compiler)
         except Exception as exc:  # a plugin's bug, reported with its entry point's name
-            _log.warning("wt-compiler entry point %r (%s) skipped: %s", point.name, point.value, exc)
+            _log.warning(
+                "wt-compiler entry point %r (%s) skipped: %s", point.name, point.value, exc
+            )
             continue
         added.append(compiler.name)
     return added

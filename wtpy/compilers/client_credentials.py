@@ -17,6 +17,12 @@ class ClientCredentialsExchange(ExchangeCompiler):
     # After "Body received by extensibility point is not an object"; first failure wins.
     checks: ClassVar[tuple[Check, ...]] = (
         Check("client", is_object, "Body .client received by extensibility point is not an object"),
-        Check("scope", is_empty_or_array, "Body .scope received by extensibility point is neither empty nor an array"),
-        Check("audience", is_string, "Body .audience received by extensibility point is not a string"),
+        Check(
+            "scope",
+            is_empty_or_array,
+            "Body .scope received by extensibility point is neither empty nor an array",
+        ),
+        Check(
+            "audience", is_string, "Body .audience received by extensibility point is not a string"
+        ),
     )

@@ -21,8 +21,14 @@ class PasswordExchange(ExchangeCompiler):
     # After "Body received by extensibility point is not an object"; first failure wins.
     # "Body.x" without the space, as in the original.
     checks: ClassVar[tuple[Check, ...]] = (
-        Check("audience", is_string, "Body.audience received by extensibility point is not a string"),
-        Check("scope", is_empty_or_array, "Body.scope received by extensibility point is neither empty nor an array"),
+        Check(
+            "audience", is_string, "Body.audience received by extensibility point is not a string"
+        ),
+        Check(
+            "scope",
+            is_empty_or_array,
+            "Body.scope received by extensibility point is neither empty nor an array",
+        ),
         Check("user", is_object, "Body.user received by extensibility point is not an object"),
         Check("client", is_object, "Body.client received by extensibility point is not an object"),
     )

@@ -56,7 +56,9 @@ class Principal:
     def is_admin(self) -> bool:
         return self.kind == "admin"
 
-    def allows(self, container: str | None, name: str | None = None, *, narrow: bool = False) -> bool:
+    def allows(
+        self, container: str | None, name: str | None = None, *, narrow: bool = False
+    ) -> bool:
         """May this principal act on `container` (name None: the whole container) or on
         `container/name`? With narrow=True a webtask token may ask for its whole container
         and the caller promises to restrict the answer to `self.name`."""
@@ -70,7 +72,9 @@ class Principal:
             return narrow
         return name == self.name
 
-    def require(self, container: str | None, name: str | None = None, *, narrow: bool = False) -> None:
+    def require(
+        self, container: str | None, name: str | None = None, *, narrow: bool = False
+    ) -> None:
         if not self.allows(container, name, narrow=narrow):
             raise Forbidden(self._forbidden_message(container, name))
 

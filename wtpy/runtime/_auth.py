@@ -63,4 +63,6 @@ def tokens_equal(a: str, b: str) -> bool:
     """Constant-time comparison (hmac.compare_digest), safe for any str including non-ASCII."""
     if not isinstance(a, str) or not isinstance(b, str) or not a or not b:
         return False  # an empty token never matches, not even another empty one
-    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
+    )

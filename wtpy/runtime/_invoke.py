@@ -45,13 +45,17 @@ class Invocations:
                 raise not_found(container, name)
         return webtask
 
-    async def invoke(self, webtask: Webtask, request: HookRequest, request_id: str, started: float) -> bytes:
+    async def invoke(
+        self, webtask: Webtask, request: HookRequest, request_id: str, started: float
+    ) -> bytes:
         """The envelope for one invocation (the compiler's refusal, or the hook's outcome)."""
         compiler_name = webtask.meta.get(COMPILER_META, "")
         compiler = get_compiler(compiler_name)
         if compiler is None:
             # The management API refuses unknown compilers; this guards data written by another version.
-            envelope = error_envelope("Error", f"Unknown extensibility point compiler {compiler_name!r}")
+            envelope = error_envelope(
+                "Error", f"Unknown extensibility point compiler {compiler_name!r}"
+            )
             self.refused(webtask, request_id, started, envelope_error(envelope))
             return envelope
         context = WebtaskContext(webtask.container, webtask.name, webtask.meta, webtask.secrets)
@@ -59,7 +63,9 @@ class Invocations:
         if isinstance(prepared, bytes):
             self.refused(webtask, request_id, started, envelope_error(prepared))
             return prepared
-        return await self._run(webtask, compiler, compiler_name, prepared.args, prepared.order, request_id, started)
+        return await self._run(
+            webtask, compiler, compiler_name, prepared.args, prepared.order, request_id, started
+        )
 
     async def _run(
         self,
@@ -90,7 +96,9 @@ class Invocations:
             # The arguments come from orjson.loads, which reads 1024 levels of nesting but
             # writes about 254: a deeper body cannot be passed on. An error envelope, not a 500.
             self.refused(webtask, request_id, started, TOO_DEEP)
-            return compiler.failure({"name": "Error", "message": TOO_DEEP, "stack": f"Error: {TOO_DEEP}"})
+            return compiler.failure(
+                {"name": "Error", "message": TOO_DEEP, "stack": f"Error: {TOO_DEEP}"}
+            )
         if outcome.outcome == "success":
             # The result's JSON text as the worker wrote it, spliced into the envelope unparsed.
             result = None if outcome.result_json is None else orjson.Fragment(outcome.result_json)
@@ -101,7 +109,9 @@ class Invocations:
                 )
                 return envelope
         else:
-            envelope = compiler.failure(outcome.error or {"name": "Error", "message": "Unknown error"})
+            envelope = compiler.failure(
+                outcome.error or {"name": "Error", "message": "Unknown error"}
+            )
         runtime.logs.publish_invocation(
             container=webtask.container,
             name=webtask.name,

@@ -125,7 +125,9 @@ def parse_since(text: str, now: float | None = None) -> float:
         return now - seconds
     value = text.strip()
     try:
-        moment = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
+        moment = datetime.fromisoformat(
+            value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+        )
     except ValueError:
         raise ValueError(
             f"since {text!r} is neither a duration (10m, 30s, 2h) nor an ISO 8601 time"
@@ -188,7 +190,14 @@ class _SuccessEntry(_Entry):
     name: str  # an invocation's summary always names its webtask
 
     def __init__(
-        self, record_id: int, ts: float, container: str, name: str, request_id: str, compiler: str, duration_ms: float
+        self,
+        record_id: int,
+        ts: float,
+        container: str,
+        name: str,
+        request_id: str,
+        compiler: str,
+        duration_ms: float,
     ) -> None:
         self.id = record_id
         self.ts = ts
@@ -433,7 +442,12 @@ class LogHub:
                 subscriber.seen_id = entry.id
 
     def publish_lines(
-        self, container: str, name: str, request_id: str, lines: Sequence[Mapping[str, Any]], secrets: Mapping[str, str]
+        self,
+        container: str,
+        name: str,
+        request_id: str,
+        lines: Sequence[Mapping[str, Any]],
+        secrets: Mapping[str, str],
     ) -> None:
         """Publish lines a hook logged while it still runs (masked like all hook output).
 
@@ -444,7 +458,12 @@ class LogHub:
             logger.error("dropping log lines of %s/%s: %s", container, name, type(exc).__name__)
 
     def _publish_lines(
-        self, container: str, name: str, request_id: str, logs: Sequence[Mapping[str, Any]], mask: Masker
+        self,
+        container: str,
+        name: str,
+        request_id: str,
+        logs: Sequence[Mapping[str, Any]],
+        mask: Masker,
     ) -> list[dict[str, Any]]:
         published = []
         now = time.time()
@@ -472,13 +491,19 @@ class LogHub:
             published.append(self._publish(ts, level, record))
         return published
 
-    def publish_success(self, container: str, name: str, request_id: str, compiler: str, duration_ms: float) -> None:
+    def publish_success(
+        self, container: str, name: str, request_id: str, compiler: str, duration_ms: float
+    ) -> None:
         """The summary of a successful invocation without hook output: the most common
         record by far, kept as its fields until someone reads it (see _SuccessEntry).
         The same record as publish_invocation(outcome="success") would publish."""
         record_id = self._next_id
         self._next_id += 1
-        self._add(_SuccessEntry(record_id, time.time(), container, name, request_id, compiler, duration_ms))
+        self._add(
+            _SuccessEntry(
+                record_id, time.time(), container, name, request_id, compiler, duration_ms
+            )
+        )
 
     def publish_invocation(
         self,
@@ -531,7 +556,9 @@ class LogHub:
         else:
             message = _success_message(duration)
         error_field = self._clip(mask(error_text)) if error_text else None
-        summary = _summary(0, "", container, name, request_id, compiler, outcome, duration, message, error_field)
+        summary = _summary(
+            0, "", container, name, request_id, compiler, outcome, duration, message, error_field
+        )
         if stack:
             summary["stack"] = self._clip(mask(stack))
         published.append(
@@ -563,7 +590,9 @@ class LogHub:
             replay = self._resume(subscription, last_event_id)
         elif tail is not None or since is not None:
             replay = [
-                e for e in self._history if log_filter.matches(e) and (since is None or e.ts >= since)
+                e
+                for e in self._history
+                if log_filter.matches(e) and (since is None or e.ts >= since)
             ]
             if tail is not None:
                 replay = replay[-tail:] if tail > 0 else []
@@ -603,7 +632,9 @@ class LogHub:
         else:
             start = last_event_id + 1 - self.oldest_id
         return [
-            history[i] for i in range(start, len(history)) if subscription.filter.matches(history[i])
+            history[i]
+            for i in range(start, len(history))
+            if subscription.filter.matches(history[i])
         ]
 
     def unsubscribe(self, subscription: Subscription) -> None:

@@ -16,6 +16,7 @@ from wtpy.contract import MASK
 
 __all__ = ["MASK", "NO_MASK", "WORKER_CUT_MARK", "WORKER_TRUNCATED_PREFIX", "Masker", "masker"]
 
+
 def _spellings(value: str) -> set[str]:
     """The value plus the escaped forms a hook printing a dict or JSON would show."""
     forms = {value}

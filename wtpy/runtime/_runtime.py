@@ -216,7 +216,9 @@ class Runtime:
     async def revoke_token(self, token_id: str) -> StoredToken | None:
         """Revoke for good; effective for the next request once this returns."""
         async with self._write_lock:
-            row = await asyncio.to_thread(self.storage.revoke_token, token_id, format_time(time.time()))
+            row = await asyncio.to_thread(
+                self.storage.revoke_token, token_id, format_time(time.time())
+            )
             if row is not None:
                 self.tokens.put(row)
             return row

@@ -124,7 +124,10 @@ class TokenRegistry:
         row = entry.row
         if entry.revoked:
             raise Unauthorized(f"This token (id {row.id}) was revoked at {row.revoked_at}")
-        if entry.expires_ts is not None and (time.time() if now is None else now) >= entry.expires_ts:
+        if (
+            entry.expires_ts is not None
+            and (time.time() if now is None else now) >= entry.expires_ts
+        ):
             raise Unauthorized(f"This token (id {row.id}) expired at {row.expires_at}")
         kind: Kind = "container" if row.name is None else "webtask"
         return Principal(kind, row.container, row.name, row.id)
@@ -187,7 +190,8 @@ def token_request(body: Mapping[str, Any], now: float) -> TokenRequest:
         description = ""
     if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS:
         raise Invalid(
-            f"'description' must be a string of at most {MAX_DESCRIPTION_CHARS} characters", code="invalid_token"
+            f"'description' must be a string of at most {MAX_DESCRIPTION_CHARS} characters",
+            code="invalid_token",
         )
     try:
         description.encode("utf-8")
@@ -204,16 +208,21 @@ def _expiry(body: Mapping[str, Any], now: float) -> float | None:
         if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
             raise Invalid("'expires_in' must be a number of seconds", code="invalid_token")
         if not 1 <= expires_in <= MAX_EXPIRES_IN:
-            raise Invalid(f"'expires_in' must be from 1 to {MAX_EXPIRES_IN} seconds", code="invalid_token")
+            raise Invalid(
+                f"'expires_in' must be from 1 to {MAX_EXPIRES_IN} seconds", code="invalid_token"
+            )
         return now + float(expires_in)
     if expires_at is not None:
         try:
             when = parse_time(expires_at)
         except (ValueError, TypeError, OverflowError):
             raise Invalid(
-                "'expires_at' must be an ISO 8601 time such as 2030-01-31T12:00:00Z", code="invalid_token"
+                "'expires_at' must be an ISO 8601 time such as 2030-01-31T12:00:00Z",
+                code="invalid_token",
             ) from None
         if not now < when <= now + MAX_EXPIRES_IN:
-            raise Invalid("'expires_at' must be in the future, at most ten years ahead", code="invalid_token")
+            raise Invalid(
+                "'expires_at' must be in the future, at most ten years ahead", code="invalid_token"
+            )
         return when
     return None

@@ -43,7 +43,9 @@ MAX_KEY_CHARS = 256
 MAX_VALUE_CHARS = 16 * 1024
 
 PutRequest = tuple[str, dict[str, str], dict[str, str]]  # code, meta, secrets
-PatchRequest = tuple[str | None, dict[str, str | None], dict[str, str | None]]  # None: unchanged / delete
+PatchRequest = tuple[
+    str | None, dict[str, str | None], dict[str, str | None]
+]  # None: unchanged / delete
 
 
 def merge_patch(current: Mapping[str, str], patch: Mapping[str, Any]) -> dict[str, str]:
@@ -71,7 +73,11 @@ def check_names(container: str, name: str | None = None) -> None:
 
 def put_request(body: Mapping[str, Any]) -> PutRequest:
     """(code, meta, secrets) of a whole webtask, their shapes checked (meta: check_meta)."""
-    return check_code(body.get("code")), string_map(body.get("meta"), "meta"), string_map(body.get("secrets"), "secrets")
+    return (
+        check_code(body.get("code")),
+        string_map(body.get("meta"), "meta"),
+        string_map(body.get("secrets"), "secrets"),
+    )
 
 
 def patch_request(body: Mapping[str, Any]) -> PatchRequest:
@@ -91,19 +97,26 @@ def string_map(value: Any, field: str, *, allow_null_values: bool = False) -> di
         raise Invalid(f"'{field}' has more than {MAX_ENTRIES} entries", code="invalid_webtask")
     for key, item in value.items():
         if not key or len(key) > MAX_KEY_CHARS:
-            raise Invalid(f"'{field}' keys must be 1 to {MAX_KEY_CHARS} characters", code="invalid_webtask")
+            raise Invalid(
+                f"'{field}' keys must be 1 to {MAX_KEY_CHARS} characters", code="invalid_webtask"
+            )
         if item is None and allow_null_values:
             continue
         if not isinstance(item, str):
             raise Invalid(f"'{field}.{key}' must be a string", code="invalid_webtask")
         if len(item) > MAX_VALUE_CHARS:
-            raise Invalid(f"'{field}.{key}' is longer than {MAX_VALUE_CHARS} characters", code="invalid_webtask")
+            raise Invalid(
+                f"'{field}.{key}' is longer than {MAX_VALUE_CHARS} characters",
+                code="invalid_webtask",
+            )
     return value
 
 
 def check_code(code: Any) -> str:
     if not isinstance(code, str):
-        raise Invalid("'code' must be a string holding the hook's Python source", code="invalid_webtask")
+        raise Invalid(
+            "'code' must be a string holding the hook's Python source", code="invalid_webtask"
+        )
     if len(code.encode("utf-8")) > MAX_CODE_BYTES:
         raise TooLarge(f"Code exceeds the limit of {MAX_CODE_BYTES} bytes")
     return code

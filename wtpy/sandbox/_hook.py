@@ -85,4 +85,3 @@ class CompiledHook:
 @dataclass(frozen=True)
 class CompileFailure:
     error_description: str  # "Line 3: SyntaxError: invalid syntax ..."; lines joined by "\n"
-

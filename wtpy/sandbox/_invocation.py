@@ -77,7 +77,12 @@ def _stack(name: str, message: str, frames: Frames, filename: str, lines: tuple[
         return last
     summary = traceback.StackSummary.from_list(
         [
-            (filename, lineno, function, lines[lineno - 1].strip() if 0 < lineno <= len(lines) else "")
+            (
+                filename,
+                lineno,
+                function,
+                lines[lineno - 1].strip() if 0 < lineno <= len(lines) else "",
+            )
             for lineno, function in frames
         ]
     )
@@ -117,7 +122,11 @@ def _failure_from_cb_error(err: Any, call_site: Frames) -> _Failure:
 
 
 def compile_error(description: str) -> dict[str, Any]:
-    return {"name": "CompileError", "message": COMPILE_ERROR_MESSAGE, "error_description": _clip(description)}
+    return {
+        "name": "CompileError",
+        "message": COMPILE_ERROR_MESSAGE,
+        "error_description": _clip(description),
+    }
 
 
 # ----------------------------------------------------------------------------- invocation
@@ -137,7 +146,9 @@ class _Callback:
 
     def __call__(self, err: Any = None, data: Any = None, *_rest: Any) -> None:
         if self._called:
-            self._sink.emit("warn", "[wtpy] the callback was called more than once; later calls are ignored")
+            self._sink.emit(
+                "warn", "[wtpy] the callback was called more than once; later calls are ignored"
+            )
             return
         self._called = True
         self._error, self._data = err, data
@@ -165,9 +176,13 @@ def _plan(fn: Callable[..., Any], order: list[str]) -> _Plan:
     except (TypeError, ValueError):  # no introspectable signature: pass everything
         return _OPAQUE
     kinds = inspect.Parameter
-    positional = [p for p in params if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)]
+    positional = [
+        p for p in params if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
+    ]
     cb = positional[-1] if positional and positional[-1].name in CALLBACK_NAMES else None
-    named = [p for p in params if p is not cb and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)]
+    named = [
+        p for p in params if p is not cb and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)
+    ]
     slot: str | int | None = None
     if cb is not None:
         # `def hook(a, b, cb, /)`: pad up to its slot
@@ -261,7 +276,9 @@ def _json_surely_longer(value: Any, limit: int) -> bool:
 
 def _serialize(value: Any) -> bytes | _Failure:
     if _json_surely_longer(value, MAX_RESULT_BYTES):
-        return _Failure("Error", SERIALIZE_ERROR, [], cause=f"the result exceeds {MAX_RESULT_BYTES} bytes")
+        return _Failure(
+            "Error", SERIALIZE_ERROR, [], cause=f"the result exceeds {MAX_RESULT_BYTES} bytes"
+        )
     try:
         with SerializationRoom():
             try:
@@ -277,7 +294,9 @@ def _serialize(value: Any) -> bytes | _Failure:
         # The message is fixed by the wire contract; the stack says why.
         return _Failure("Error", SERIALIZE_ERROR, [], cause=f"TypeError: {exc}")
     if len(payload) > MAX_RESULT_BYTES:
-        return _Failure("Error", SERIALIZE_ERROR, [], cause=f"the result exceeds {MAX_RESULT_BYTES} bytes")
+        return _Failure(
+            "Error", SERIALIZE_ERROR, [], cause=f"the result exceeds {MAX_RESULT_BYTES} bytes"
+        )
     return payload
 
 
@@ -367,7 +386,11 @@ def _invoke_with(compiled: CompiledHook, job: Job, sink: LogSink) -> tuple[dict[
             exec(compiled.code, namespace)
             fn = resolve_hook(namespace, compiled)
             if isinstance(fn, CompileFailure):
-                return {"ok": False, "error": compile_error(fn.error_description), "logs": sink.entries}, False
+                return {
+                    "ok": False,
+                    "error": compile_error(fn.error_description),
+                    "logs": sink.entries,
+                }, False
             positional, keyword, callback_style = _bind(fn, job.args, job.order, callback)
             value = fn(*positional, **keyword)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt... are the hook's errors too
@@ -430,7 +453,9 @@ def _finalize_leftovers() -> bool:
         pending = [
             obj
             for obj in gc.get_objects()
-            if type(obj) is GeneratorType and obj.gi_suspended and obj.gi_code.co_filename == HOOK_FILENAME
+            if type(obj) is GeneratorType
+            and obj.gi_suspended
+            and obj.gi_code.co_filename == HOOK_FILENAME
         ]
         if not pending:
             return True
@@ -439,4 +464,3 @@ def _finalize_leftovers() -> bool:
                 generator.close()
         del pending, generator
     return False
-

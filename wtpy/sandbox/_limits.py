@@ -96,7 +96,6 @@ def _on_cpu_limit(signum: int, frame: Any) -> None:
     os._exit(128 + signal.SIGXCPU)
 
 
-
 # (soft, hard) RLIMIT_CPU as set_cpu_budget last set it: only this process changes it, so
 # consecutive invocations (whose whole-second budget is usually the same) skip two syscalls.
 _cpu_limit: tuple[int, int] | None = None
@@ -146,4 +145,3 @@ def heap_grown(threshold: int, statm_fd: int) -> bool:
     was above the threshold would look grown forever (and be replaced after every job).
     So past that check, the current RSS decides."""
     return _peak_rss_bytes() > threshold and statm_bytes(statm_fd, _STATM_RESIDENT) > threshold
-

@@ -104,4 +104,3 @@ class HookLog:
 
     def error(self, *parts: Any) -> None:
         self._sink.emit("error", " ".join(map(as_text, parts)))
-

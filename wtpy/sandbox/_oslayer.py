@@ -78,10 +78,22 @@ class SandboxError(OSError):
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
-_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+_libc.mount.argtypes = (
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+)
 _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
 _libc.unshare.argtypes = (ctypes.c_int,)
-_libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+_libc.prctl.argtypes = (
+    ctypes.c_int,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+)
 
 
 def _check(result: int, what: str) -> None:
@@ -90,7 +102,9 @@ def _check(result: int, what: str) -> None:
         raise SandboxError(code, f"{what}: {os.strerror(code)}")
 
 
-def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+def _mount(
+    source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
+) -> None:
     _check(
         _libc.mount(
             source.encode() if source else None, target.encode(), fstype.encode() if fstype else None,
@@ -133,7 +147,9 @@ def become_slot_user(slot: int, uid_base: int = DEFAULT_UID_BASE) -> None:
         os.setresgid(ident, ident, ident)
         os.setresuid(ident, ident, ident)
     except OSError as exc:
-        raise SandboxError(exc.errno or errno.EPERM, f"drop to uid {ident}: {exc.strerror}") from None
+        raise SandboxError(
+            exc.errno or errno.EPERM, f"drop to uid {ident}: {exc.strerror}"
+        ) from None
     # A uid change makes the process non-dumpable, and its /proc/self files root's: it
     # could not write its own uid_map. The child that runs hooks turns this off again.
     _check(_libc.prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
@@ -155,7 +171,13 @@ def empty_root() -> None:
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
     # Any existing directory serves as the mount point: the mount lives in our namespace only.
     new_root = "/tmp" if os.path.isdir("/tmp") else "/mnt"
-    _mount("wtpy-sandbox", new_root, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=4k,nr_inodes=4,mode=0555")
+    _mount(
+        "wtpy-sandbox",
+        new_root,
+        "tmpfs",
+        _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+        "size=4k,nr_inodes=4,mode=0555",
+    )
     os.chdir(new_root)
     # pivot_root(".", "."): the old root ends up stacked under the new one, and is detached.
     _check(_libc.syscall(_SYS_PIVOT_ROOT[_arch()], b".", b"."), "pivot_root")
@@ -173,7 +195,11 @@ class _CapHeader(ctypes.Structure):
 
 
 class _CapData(ctypes.Structure):
-    _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32))
+    _fields_ = (
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    )
 
 
 def drop_capabilities() -> None:
@@ -181,7 +207,10 @@ def drop_capabilities() -> None:
     for cap in range(_LAST_CAP + 1):
         if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != errno.EINVAL:
             _check(-1, f"drop capability {cap} from the bounding set")
-    _check(_libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities")
+    _check(
+        _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0),
+        "clear ambient capabilities",
+    )
     header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two data structs
     data = (_CapData * 2)()
     _check(_libc.syscall(_SYS_CAPSET[_arch()], ctypes.byref(header), data), "capset")
@@ -223,7 +252,12 @@ _SCMP_FLTATR_CTL_NNP = 3
 
 
 class _ArgCmp(ctypes.Structure):
-    _fields_ = (("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64))
+    _fields_ = (
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    )
 
 
 def _libseccomp() -> ctypes.CDLL:
@@ -231,11 +265,19 @@ def _libseccomp() -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL(name, use_errno=True)
     except OSError as exc:
-        raise SandboxError(errno.ENOENT, f"libseccomp is not installed ({exc}); apt-get install libseccomp2") from None
+        raise SandboxError(
+            errno.ENOENT, f"libseccomp is not installed ({exc}); apt-get install libseccomp2"
+        ) from None
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = (ctypes.c_uint32,)
     lib.seccomp_syscall_resolve_name.argtypes = (ctypes.c_char_p,)
-    lib.seccomp_rule_add_array.argtypes = (ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p)
+    lib.seccomp_rule_add_array.argtypes = (
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+    )
     lib.seccomp_attr_set.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32)
     lib.seccomp_load.argtypes = (ctypes.c_void_p,)
     lib.seccomp_release.argtypes = (ctypes.c_void_p,)
@@ -267,11 +309,19 @@ def install_seccomp() -> None:
             number = lib.seccomp_syscall_resolve_name(name.encode())
             if number < 0:  # not a syscall on this architecture (e.g. fork on aarch64)
                 continue
-            _check(-lib.seccomp_rule_add_array(ctx, _SCMP_ACT_ERRNO_EPERM, number, 0, None), f"seccomp rule {name}")
+            _check(
+                -lib.seccomp_rule_add_array(ctx, _SCMP_ACT_ERRNO_EPERM, number, 0, None),
+                f"seccomp rule {name}",
+            )
         ioctl = lib.seccomp_syscall_resolve_name(b"ioctl")
         for request in _DENIED_IOCTLS:
             cmp = _ArgCmp(1, _SCMP_CMP_EQ, request, 0)
-            _check(-lib.seccomp_rule_add_array(ctx, _SCMP_ACT_ERRNO_EPERM, ioctl, 1, ctypes.byref(cmp)), "seccomp ioctl rule")
+            _check(
+                -lib.seccomp_rule_add_array(
+                    ctx, _SCMP_ACT_ERRNO_EPERM, ioctl, 1, ctypes.byref(cmp)
+                ),
+                "seccomp ioctl rule",
+            )
         _check(-lib.seccomp_load(ctx), "seccomp_load")
     finally:
         lib.seccomp_release(ctx)

@@ -191,7 +191,11 @@ class WorkerPool:
             ExecLauncher(worker_argv, env)
             if worker_argv is not None
             else ZygoteLauncher(
-                env, os_sandbox=os_sandbox, argv=zygote_argv, uid_base=uid_base, start_timeout=start_timeout
+                env,
+                os_sandbox=os_sandbox,
+                argv=zygote_argv,
+                uid_base=uid_base,
+                start_timeout=start_timeout,
             )
         )
         self.os_sandbox = self._launcher.os_sandbox
@@ -401,7 +405,9 @@ class WorkerPool:
         logs = reply.get("logs") or []
         if reply.get("ok") is True:
             # The frame's tail, as bytes (see _protocol): passed on as the worker wrote it.
-            return JobResult("success", result_json=reply.get(RESULT), logs=logs, duration_ms=duration)
+            return JobResult(
+                "success", result_json=reply.get(RESULT), logs=logs, duration_ms=duration
+            )
         error = reply.get("error")
         if not isinstance(error, dict):
             error = {"name": "Error", "message": "The hook failed without an error description"}
@@ -410,7 +416,9 @@ class WorkerPool:
     def _watch_deadline(self, proc: WorkerProc, deadline: float) -> None:
         self._deadlines[proc] = deadline
         if self._deadline_check is None:
-            self._deadline_check = proc.loop.call_later(DEADLINE_CHECK_SECONDS, self._check_deadlines)
+            self._deadline_check = proc.loop.call_later(
+                DEADLINE_CHECK_SECONDS, self._check_deadlines
+            )
 
     def _check_deadlines(self) -> None:
         """Expire the jobs past their deadline (their read() raises TimeoutError)."""
@@ -611,7 +619,13 @@ class WorkerPool:
         worker.proc.kill()
         if self._closed:
             return  # close() reaps it
-        self._emit("worker_exit", pid=worker.pid, reason=reason, jobs=worker.jobs, container=worker.container)
+        self._emit(
+            "worker_exit",
+            pid=worker.pid,
+            reason=reason,
+            jobs=worker.jobs,
+            container=worker.container,
+        )
         logger.debug("replacing sandbox worker %d: %s", worker.pid, reason)
         self._dying.add(worker.proc)
         self._replacing += 1

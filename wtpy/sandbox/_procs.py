@@ -58,7 +58,11 @@ class WorkerProc:
         if fd != 1 or self.eof:
             return
         buffer = self._buffer
-        if not buffer and 4 <= len(data) <= 4 + MAX_FRAME_BYTES and len(data) == 4 + int.from_bytes(data[:4], "big"):
+        if (
+            not buffer
+            and 4 <= len(data) <= 4 + MAX_FRAME_BYTES
+            and len(data) == 4 + int.from_bytes(data[:4], "big")
+        ):
             # The usual case: one whole reply in one read; decoded without a copy.
             self._accept(len(data) - 4, data, 4)
             self._wake()
@@ -397,7 +401,11 @@ class ZygoteLauncher:
             if reply.get("ready") is True and self._ready is not None and not self._ready.done():
                 self._ready.set_result(reply)
                 continue
-            future = self._replies.pop(reply.get("id"), None) if isinstance(reply.get("id"), int) else None
+            future = (
+                self._replies.pop(reply.get("id"), None)
+                if isinstance(reply.get("id"), int)
+                else None
+            )
             if future is None or future.done():
                 for fd in fds:
                     os.close(fd)
@@ -430,7 +438,9 @@ class ZygoteLauncher:
             assert control is not None
             self._ids += 1
             job_id = self._ids
-            future: asyncio.Future[tuple[dict[str, Any], list[int]]] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[tuple[dict[str, Any], list[int]]] = (
+                asyncio.get_running_loop().create_future()
+            )
             self._replies[job_id] = future
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             try:

@@ -95,22 +95,26 @@ def _entry_point(tree: ast.Module) -> str | CompileFailure:
             if not isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
                 functions.append(node.name)
         else:  # `hook = ...`, `from json import loads as hook`, `if x: def hook(...)`
-            names = [
-                sub.name
-                for sub in ast.walk(node)
-                if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-            ] + [
-                target.id
-                for sub in ast.walk(node)
-                if isinstance(sub, ast.Assign | ast.AnnAssign | ast.AugAssign | ast.NamedExpr)
-                for target in (sub.targets if isinstance(sub, ast.Assign) else [sub.target])
-                if isinstance(target, ast.Name)
-            ] + [
-                (alias.asname or alias.name).split(".")[0]
-                for sub in ast.walk(node)
-                if isinstance(sub, ast.Import | ast.ImportFrom)
-                for alias in sub.names
-            ]
+            names = (
+                [
+                    sub.name
+                    for sub in ast.walk(node)
+                    if isinstance(sub, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+                ]
+                + [
+                    target.id
+                    for sub in ast.walk(node)
+                    if isinstance(sub, ast.Assign | ast.AnnAssign | ast.AugAssign | ast.NamedExpr)
+                    for target in (sub.targets if isinstance(sub, ast.Assign) else [sub.target])
+                    if isinstance(target, ast.Name)
+                ]
+                + [
+                    (alias.asname or alias.name).split(".")[0]
+                    for sub in ast.walk(node)
+                    if isinstance(sub, ast.Import | ast.ImportFrom)
+                    for alias in sub.names
+                ]
+            )
         if "hook" in names:
             return "hook"
     if len(functions) == 1:
@@ -123,7 +127,9 @@ def _entry_point(tree: ast.Module) -> str | CompileFailure:
     )
 
 
-def resolve_hook(namespace: dict[str, Any], compiled: CompiledHook) -> Callable[..., Any] | CompileFailure:
+def resolve_hook(
+    namespace: dict[str, Any], compiled: CompiledHook
+) -> Callable[..., Any] | CompileFailure:
     """The hook function, once the module has run in `namespace`."""
     value = namespace.get(compiled.entry)
     if callable(value):

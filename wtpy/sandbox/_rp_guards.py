@@ -67,7 +67,6 @@ from ._logcapture import HookLog, LogSink, as_text
 __all__ = ["ModuleView", "guarded_getattr", "make_globals", "reseed_random", "reset_module_state"]
 
 
-
 # C code of allowed modules imports these through the *calling frame's* `__import__`, i.e.
 # ours when a hook calls it: datetime.strptime and time.strptime import `_strptime`. A hook
 # cannot ask for them itself (imports are checked at compile time and `__import__` is not a
@@ -336,7 +335,11 @@ def _checked(value: Any) -> Any:
 
 def _describe(value: Any) -> str:
     try:
-        name = _type_getattribute(value, "__qualname__") if isinstance(value, type) else value.__qualname__
+        name = (
+            _type_getattribute(value, "__qualname__")
+            if isinstance(value, type)
+            else value.__qualname__
+        )
     except AttributeError:
         return f"a {type(value).__name__} object"
     return str(name)
@@ -570,7 +573,6 @@ def _apply(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return function(*args, **kwargs)
 
 
-
 # ----------------------------------------------------------------------------- print
 
 _MAX_PRINTED = 1024 * 1024
@@ -614,7 +616,6 @@ def _print_factory(sink: LogSink) -> Callable[..., Any]:
         return _PrintCollector(sink)
 
     return collector
-
 
 
 # ----------------------------------------------------------------------------- globals
@@ -697,7 +698,11 @@ def make_globals(sink: LogSink) -> dict[str, Any]:
         # or drew (reseeding on every job cost more than the rest of this function). Once
         # only: the hook's own random.seed() holds for the rest of its run.
         nonlocal reseeded
-        if not reseeded and isinstance(name, str) and name.partition(".")[0] in RANDOM_STATE_MODULES:
+        if (
+            not reseeded
+            and isinstance(name, str)
+            and name.partition(".")[0] in RANDOM_STATE_MODULES
+        ):
             reseed_random()
             reseeded = True
         return _guarded_import(name, globals, locals, fromlist, level)

@@ -115,7 +115,6 @@ def _drop_privileges(env: Mapping[str, str]) -> bool:
     return True
 
 
-
 def _text_safe(value: Any) -> Any:
     """`value` with lone surrogates replaced in every string (JSON cannot carry them)."""
     if isinstance(value, str):
@@ -145,7 +144,15 @@ def write_reply(out: BinaryIO, reply: dict[str, Any]) -> None:
             except TypeError:
                 message = "The hook's answer could not be encoded"
                 error = {"name": "Error", "message": message, "stack": f"Error: {message}"}
-                frame = encode({"id": reply.get("id"), "ok": False, "error": error, "logs": [], "recycle": False})
+                frame = encode(
+                    {
+                        "id": reply.get("id"),
+                        "ok": False,
+                        "error": error,
+                        "logs": [],
+                        "recycle": False,
+                    }
+                )
     out.write(frame)
     out.flush()
 
@@ -154,7 +161,10 @@ class Worker:
     """Protocol handler: the compiled-code cache and the dispatch of frames."""
 
     def __init__(
-        self, memory_mb: int = DEFAULT_MEMORY_MB, live_logs: BinaryIO | None = None, statm_fd: int | None = None
+        self,
+        memory_mb: int = DEFAULT_MEMORY_MB,
+        live_logs: BinaryIO | None = None,
+        statm_fd: int | None = None,
     ) -> None:
         self._cache: OrderedDict[str, CompiledHook | CompileFailure] = OrderedDict()
         # Where a running hook's log lines go as it runs ("logs" frames; see LogSink).
@@ -219,7 +229,9 @@ class Worker:
         recycle = (
             memory_error
             or bool(self._recycle_rss and heap_grown(self._recycle_rss, self._statm))
-            or bool(self._recycle_mapped and statm_bytes(self._statm, STATM_SIZE) > self._recycle_mapped)
+            or bool(
+                self._recycle_mapped and statm_bytes(self._statm, STATM_SIZE) > self._recycle_mapped
+            )
         )
         if not reply["ok"] or recycle:
             reply["recycle"] = recycle

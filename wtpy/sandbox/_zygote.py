@@ -156,7 +156,9 @@ class Zygote:
             # the pool's end of the socket still ends the worker (EOF).
             hello: dict[str, Any] = {"slot": slot, "os_sandbox": self.sandbox}
             if self.sandbox:
-                statm: int | None = _oslayer.enter(slot, self.uid_base, report_pid=lambda pid: _report(report_w, pid))
+                statm: int | None = _oslayer.enter(
+                    slot, self.uid_base, report_pid=lambda pid: _report(report_w, pid)
+                )
             else:
                 _report(report_w, os.getpid())
                 statm = None

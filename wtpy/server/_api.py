@@ -61,7 +61,9 @@ def webtask_url(request: Request, container: str, name: str) -> str:
     return f"{base.rstrip('/')}/api/run/{container}/{name}"
 
 
-def _view(request: Request, webtask: Webtask, *, decrypt: bool = False, with_code: bool = False) -> dict[str, object]:
+def _view(
+    request: Request, webtask: Webtask, *, decrypt: bool = False, with_code: bool = False
+) -> dict[str, object]:
     url = webtask_url(request, webtask.container, webtask.name)
     return webtask_view(webtask, url, decrypt=decrypt, with_code=with_code)
 
@@ -77,7 +79,9 @@ async def put_webtask(request: Request) -> Response:
 async def patch_webtask(request: Request) -> Response:
     _authorized(request)
     container, name = _names(request)
-    code, meta_patch, secrets_patch = patch_request(await read_json_object(request, MAX_MANAGEMENT_BODY))
+    code, meta_patch, secrets_patch = patch_request(
+        await read_json_object(request, MAX_MANAGEMENT_BODY)
+    )
     webtask = await runtime_of(request).patch(container, name, code, meta_patch, secrets_patch)
     if webtask is None:
         raise not_found(container, name)

@@ -54,7 +54,11 @@ class _App(Starlette):
             # to log: uvicorn would log the whole traceback, messages included, which may
             # hold secrets. The type and where it was raised are enough to find the bug.
             logger.error(
-                "unhandled %s on %s %s (%s)", type(exc).__name__, scope.get("method"), scope.get("path"), where_raised(exc)
+                "unhandled %s on %s %s (%s)",
+                type(exc).__name__,
+                scope.get("method"),
+                scope.get("path"),
+                where_raised(exc),
             )
 
 

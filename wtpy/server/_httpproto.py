@@ -37,7 +37,6 @@ LINGER_SECONDS = 2.0
 logger = logging.getLogger("wtpy")
 
 
-
 def _response_431(limit: int) -> bytes:
     body = orjson.dumps(
         {
@@ -82,7 +81,11 @@ def http_protocol(
             # every request two extra Python calls per header); memory meanwhile is bounded
             # by the read counter in data_received plus at most one read.
             headers = self.headers
-            size = len(self.url) + 4 * len(headers) + sum(map(len, itertools.chain.from_iterable(headers)))
+            size = (
+                len(self.url)
+                + 4 * len(headers)
+                + sum(map(len, itertools.chain.from_iterable(headers)))
+            )
             if size > limit:
                 self._wtpy_refused = True
                 # Aborts parsing: httptools raises HttpParserCallbackError, uvicorn answers

@@ -67,10 +67,17 @@ class Invoker:
             return
         except Exception as exc:
             # Never the message or a traceback: either could carry hook arguments or secrets.
-            logger.error("unhandled %s in an invocation (%s)", type(exc).__name__, where_raised(exc))
+            logger.error(
+                "unhandled %s in an invocation (%s)", type(exc).__name__, where_raised(exc)
+            )
             status, body, extra = _refusal(INTERNAL_ERROR)
         # Every answer carries the request id, errors included.
-        headers = [_JSON, (b"content-length", b"%d" % len(body)), (_REQUEST_ID, request_id.encode()), *extra]
+        headers = [
+            _JSON,
+            (b"content-length", b"%d" % len(body)),
+            (_REQUEST_ID, request_id.encode()),
+            *extra,
+        ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -92,7 +99,9 @@ class Invoker:
             return _refusal(error)
         headers = node_headers(scope["headers"])
         try:
-            body = await _read_body(receive, headers.get("content-length"), self.runtime.settings.max_body_bytes)
+            body = await _read_body(
+                receive, headers.get("content-length"), self.runtime.settings.max_body_bytes
+            )
         except ApiError as error:  # the webtask exists: its log shows the refused invocation
             invocations.refused(webtask, request_id, started, error.message)
             return _refusal(error)

@@ -54,7 +54,9 @@ def _last_event_id(request: Request) -> int | None:
     try:
         return int(raw.strip())
     except ValueError:
-        raise ApiError(400, "bad_request", "Last-Event-ID must be a record id (an integer)") from None
+        raise ApiError(
+            400, "bad_request", "Last-Event-ID must be a record id (an integer)"
+        ) from None
 
 
 async def stream_logs(request: Request) -> Response:
@@ -94,7 +96,10 @@ async def stream_logs(request: Request) -> Response:
     if request.method == "HEAD":
         return Response(status_code=200, media_type="text/event-stream")
     log_filter = LogFilter(
-        container=container, name=name, min_level=min_level, errors_only=_truthy(query.get("errors"))
+        container=container,
+        name=name,
+        min_level=min_level,
+        errors_only=_truthy(query.get("errors")),
     )
     subscription = hub.subscribe(log_filter, last_event_id=last_event_id, tail=tail, since=since)
 

@@ -206,7 +206,12 @@ class SealedWebtaskStore(Protocol):
     """Webtasks as backends keep them: secrets only as sealed blobs."""
 
     def put_sealed(
-        self, container: str, name: str, content: SealedContent, *, expected_version: int | None = None
+        self,
+        container: str,
+        name: str,
+        content: SealedContent,
+        *,
+        expected_version: int | None = None,
     ) -> tuple[SealedWebtask, bool]: ...
 
     def get_sealed(self, container: str, name: str) -> SealedWebtask | None: ...

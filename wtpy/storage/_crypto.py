@@ -123,7 +123,9 @@ class SecretBox:
         data_dir = ensure_data_dir(Path(data_dir))
         path = data_dir / KEY_FILE
         try:
-            data, _ = read_or_create_file(path, lambda: (encode_key(generate_key()) + "\n").encode("ascii"))
+            data, _ = read_or_create_file(
+                path, lambda: (encode_key(generate_key()) + "\n").encode("ascii")
+            )
         except ValueError as exc:
             raise SecretKeyError(str(exc)) from None
         try:
@@ -134,7 +136,13 @@ class SecretBox:
 
     @staticmethod
     def _aad(container: str, name: str, purpose: str) -> bytes:
-        parts = [_AAD_PREFIX, bytes([_VERSION]), purpose.encode(), container.encode(), name.encode()]
+        parts = [
+            _AAD_PREFIX,
+            bytes([_VERSION]),
+            purpose.encode(),
+            container.encode(),
+            name.encode(),
+        ]
         return b"".join(_LEN.pack(len(part)) + part for part in parts)
 
     def seal(

@@ -61,7 +61,12 @@ class MemoryBackend:
     # -- webtasks ----------------------------------------------------------------------------
 
     def put_sealed(
-        self, container: str, name: str, content: SealedContent, *, expected_version: int | None = None
+        self,
+        container: str,
+        name: str,
+        content: SealedContent,
+        *,
+        expected_version: int | None = None,
     ) -> tuple[SealedWebtask, bool]:
         # A private copy of the clear meta: the caller's mapping may change later.
         content = SealedContent(
@@ -78,7 +83,9 @@ class MemoryBackend:
             if current is None:
                 stored = SealedWebtask(container, name, content, 1, now, now)
             else:
-                stored = SealedWebtask(container, name, content, current.version + 1, current.created_at, now)
+                stored = SealedWebtask(
+                    container, name, content, current.version + 1, current.created_at, now
+                )
             self._webtasks[(container, name)] = stored
             self._record("webtask", (container, name))
         return stored, current is None

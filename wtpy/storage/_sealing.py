@@ -55,7 +55,10 @@ class SealedStorage:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -95,7 +98,9 @@ class SealedStorage:
         stored = self.backend.get_sealed(container, name)
         return None if stored is None else self._open(stored)
 
-    def list(self, container: str, meta_filter: Mapping[str, str] | None = _NO_FILTER) -> list[Webtask]:
+    def list(
+        self, container: str, meta_filter: Mapping[str, str] | None = _NO_FILTER
+    ) -> list[Webtask]:
         wanted = _str_map(meta_filter, "meta filter")
         # The backend already dropped what the clear meta rules out; sealed values are
         # checked here, after opening.

@@ -167,7 +167,10 @@ class SqliteBackend:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -228,7 +231,8 @@ class SqliteBackend:
     def _record(conn: sqlite3.Connection, kind: str, key: tuple[str, ...]) -> None:
         """Append to the change feed (inside the write's transaction) and prune it."""
         cursor = conn.execute(
-            "INSERT INTO changes (kind, key) VALUES (?, ?)", (kind, orjson.dumps(list(key)).decode())
+            "INSERT INTO changes (kind, key) VALUES (?, ?)",
+            (kind, orjson.dumps(list(key)).decode()),
         )
         seq = cursor.lastrowid or 0
         if seq > CHANGES_KEPT:
@@ -237,7 +241,12 @@ class SqliteBackend:
     # -- webtasks ----------------------------------------------------------------------------
 
     def put_sealed(
-        self, container: str, name: str, content: SealedContent, *, expected_version: int | None = None
+        self,
+        container: str,
+        name: str,
+        content: SealedContent,
+        *,
+        expected_version: int | None = None,
     ) -> tuple[SealedWebtask, bool]:
         """Create or replace container/name; (webtask, created)."""
         meta_json = orjson.dumps(dict(content.meta)).decode("utf-8")

@@ -49,7 +49,15 @@ MAX_BODY_BYTES = 64 * 1024
 _NAMESPACED = re.compile(r"https?://")
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 scope-token (NQCHAR)
 # The parameters read from a JSON body (others are ignored, as in a form body).
-_PARAMETERS = ("grant_type", "client_id", "client_secret", "audience", "scope", "username", "password")
+_PARAMETERS = (
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "audience",
+    "scope",
+    "username",
+    "password",
+)
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -69,7 +77,9 @@ class OAuthError(Exception):
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status, headers=dict(headers or {}), media_type="application/json")
+    return Response(
+        orjson.dumps(body), status, headers=dict(headers or {}), media_type="application/json"
+    )
 
 
 def _invalid_request(description: str) -> OAuthError:
@@ -106,7 +116,9 @@ async def _read_params(request: Request) -> dict[str, str | list[str]]:
     media = _media_type(request)
     body = await _read_body(request)
     params: dict[str, str | list[str]] = {}
-    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -175,7 +187,9 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     return unquote_plus(client_id), unquote_plus(secret)
 
 
-def _invalid_client(description: str = "Client authentication failed", *, basic: bool) -> OAuthError:
+def _invalid_client(
+    description: str = "Client authentication failed", *, basic: bool
+) -> OAuthError:
     headers = {"WWW-Authenticate": 'Basic realm="wtpy", charset="UTF-8"'} if basic else None
     return OAuthError(401, "invalid_client", description, headers)
 
@@ -205,7 +219,9 @@ class _Hooks:
         self._clients: dict[str, AsyncHookClient] | None = None
 
     def _new(self, hook: HookConfig) -> AsyncHookClient:
-        return AsyncHookClient(hook.url, hook.secret, timeout=hook.timeout, transport=self._transport)
+        return AsyncHookClient(
+            hook.url, hook.secret, timeout=hook.timeout, transport=self._transport
+        )
 
     async def open(self) -> None:
         self._clients = {grant: self._new(hook) for grant, hook in self._config.items()}
@@ -237,7 +253,9 @@ class TokenServer:
         self.config = config
         self.key = key
         self.hooks = _Hooks(config.hooks, hook_transport)
-        self._dummy_secret = dummy_like([c.client_secret for c in config.clients if c.client_secret])
+        self._dummy_secret = dummy_like(
+            [c.client_secret for c in config.clients if c.client_secret]
+        )
         self._dummy_password = dummy_like([u.password for u in config.users])
 
     # -- endpoints
@@ -251,14 +269,18 @@ class TokenServer:
         return _json(body, 200, _NO_STORE)
 
     async def jwks(self, request: Request) -> Response:
-        return _json({"keys": [self.key.public_jwk()]}, 200, {"Cache-Control": "public, max-age=300"})
+        return _json(
+            {"keys": [self.key.public_jwk()]}, 200, {"Cache-Control": "public, max-age=300"}
+        )
 
     async def healthz(self, request: Request) -> Response:
         return _json({"status": "ok"})
 
     # -- the grant
 
-    async def _grant(self, request: Request, params: Mapping[str, str | list[str]]) -> dict[str, Any]:
+    async def _grant(
+        self, request: Request, params: Mapping[str, str | list[str]]
+    ) -> dict[str, Any]:
         grant = _required(params, "grant_type")
         if grant not in GRANT_TYPES:
             raise OAuthError(
@@ -324,7 +346,9 @@ class TokenServer:
         refused = [scope for scope in requested if scope not in client.scopes]
         if refused:
             raise OAuthError(
-                400, "invalid_scope", f"Scope not allowed for this client: {_clip(' '.join(refused))}"
+                400,
+                "invalid_scope",
+                f"Scope not allowed for this client: {_clip(' '.join(refused))}",
             )
         return requested
 

@@ -200,7 +200,9 @@ def _hook(where: str, value: Any, env: Mapping[str, str]) -> HookConfig | None:
 
 def _client(where: str, value: Any) -> ClientConfig:
     data = _mapping(where, value)
-    _unknown(where, data, {"client_id", "client_secret", "name", "metadata", "scopes", "grant_types"})
+    _unknown(
+        where, data, {"client_id", "client_secret", "name", "metadata", "scopes", "grant_types"}
+    )
     client_id = _string(f"{where}.client_id", data.get("client_id"))
     assert client_id is not None
     secret = _secret(f"{where}.client_secret", data.get("client_secret"), what="client secret")
@@ -254,7 +256,16 @@ def config_from_dict(
     _unknown(
         "configuration",
         data,
-        {"issuer", "audience", "token_lifetime", "signing_key", "tenant", "hooks", "clients", "users"},
+        {
+            "issuer",
+            "audience",
+            "token_lifetime",
+            "signing_key",
+            "tenant",
+            "hooks",
+            "clients",
+            "users",
+        },
     )
     issuer = _string("issuer", data.get("issuer"))
     assert issuer is not None
@@ -312,7 +323,9 @@ def _unique(where: str, values: list[str], what: str) -> None:
         seen.add(value)
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] = os.environ) -> TokenServerConfig:
+def load_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] = os.environ
+) -> TokenServerConfig:
     """Read and validate a YAML configuration file; relative paths in it are relative to it."""
     path = Path(path)
     try:

@@ -85,11 +85,15 @@ def _read_key(path: Path) -> rsa.RSAPrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as error:
-        raise SigningKeyError(f"signing key {path} is not an unencrypted PEM private key: {error}") from None
+        raise SigningKeyError(
+            f"signing key {path} is not an unencrypted PEM private key: {error}"
+        ) from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise SigningKeyError(f"signing key {path} is not an RSA key (RS256 needs one)")
     if key.key_size < MIN_BITS:
-        raise SigningKeyError(f"signing key {path} has {key.key_size} bits; RS256 needs at least {MIN_BITS}")
+        raise SigningKeyError(
+            f"signing key {path} has {key.key_size} bits; RS256 needs at least {MIN_BITS}"
+        )
     with contextlib.suppress(OSError):
         if stat.S_IMODE(path.stat().st_mode) & 0o077:
             log.warning("signing key %s is readable by other users; chmod 600 it", path)
@@ -101,5 +105,7 @@ def load_or_create_key(path: Path) -> SigningKey:
     try:
         key = _write_new_key(path) if not path.exists() else _read_key(path)
     except OSError as error:
-        raise SigningKeyError(f"cannot create signing key {path}: {error.strerror or error}") from None
+        raise SigningKeyError(
+            f"cannot create signing key {path}: {error.strerror or error}"
+        ) from None
     return SigningKey.from_private_key(key)

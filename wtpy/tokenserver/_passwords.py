@@ -36,10 +36,17 @@ class _Scheme:
 
     def derive(self, password: bytes) -> bytes:
         if self.kind == "pbkdf2_sha256":
-            return hashlib.pbkdf2_hmac("sha256", password, self.salt, self.params[0], len(self.digest))
+            return hashlib.pbkdf2_hmac(
+                "sha256", password, self.salt, self.params[0], len(self.digest)
+            )
         n, r, p = self.params
         return hashlib.scrypt(
-            password, salt=self.salt, n=n, r=r, p=p, maxmem=_MAX_SCRYPT_MEMORY + 1024 * 1024,
+            password,
+            salt=self.salt,
+            n=n,
+            r=r,
+            p=p,
+            maxmem=_MAX_SCRYPT_MEMORY + 1024 * 1024,
             dklen=len(self.digest),
         )
 
