@@ -28,8 +28,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from wtpy.cli._logs import SSEParser, follow, format_record
+from wtpy.contract import parse_duration
 from wtpy.runtime import Runtime, Settings, _logs
-from wtpy.runtime._logs import LogFilter, LogHub, parse_duration, parse_since
+from wtpy.runtime._logs import LogFilter, LogHub, parse_since
 from wtpy.runtime._masking import MASK, masker
 from wtpy.server import create_app
 

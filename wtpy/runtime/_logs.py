@@ -36,18 +36,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from secrets import token_hex
 from typing import Any
 
 import orjson
 
-from wtpy.contract import format_time_ms
+from wtpy.contract import format_time_ms, parse_duration, parse_time
 
 from ._masking import NO_MASK, WORKER_TRUNCATED_PREFIX, Masker, masker
 
@@ -93,29 +91,6 @@ def new_request_id() -> str:
 
 # --- query parsing --------------------------------------------------------------------------
 
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", re.IGNORECASE)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str) -> float | None:
-    """'10m', '30s', '2h', '1h30m', '500ms', '1d' -> seconds; a bare number means seconds."""
-    text = text.strip().lower()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return seconds if seconds >= 0 else None
-    position, total = 0, 0.0
-    for match in _DURATION_RE.finditer(text):
-        if match.start() != position:
-            return None
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        position = match.end()
-    return total if position == len(text) else None
-
 
 def parse_since(text: str, now: float | None = None) -> float:
     """A duration ago ('10m') or an ISO 8601 time -> epoch seconds. Raises ValueError."""
@@ -123,18 +98,12 @@ def parse_since(text: str, now: float | None = None) -> float:
     seconds = parse_duration(text)
     if seconds is not None:
         return now - seconds
-    value = text.strip()
     try:
-        moment = datetime.fromisoformat(
-            value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
-        )
+        return parse_time(text)
     except ValueError:
         raise ValueError(
             f"since {text!r} is neither a duration (10m, 30s, 2h) nor an ISO 8601 time"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def parse_level(text: str) -> int:
