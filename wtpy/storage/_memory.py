@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from types import MappingProxyType
+
+from wtpy.contract import format_time
 
 from ._base import (
     Change,
@@ -29,10 +31,6 @@ from ._base import (
 __all__ = ["MemoryBackend"]
 
 CHANGES_KEPT = 10_000
-
-
-def _utcnow() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class MemoryBackend:
@@ -75,7 +73,7 @@ class MemoryBackend:
         )  # fmt: skip
         with self._lock:
             self._check_open()
-            now = _utcnow()
+            now = format_time(time.time())
             current = self._webtasks.get((container, name))
             found = None if current is None else current.version
             if expected_version is not None and found != expected_version:

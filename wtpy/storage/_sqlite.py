@@ -23,13 +23,15 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import orjson
+
+from wtpy.contract import format_time
 
 from ._base import (
     Change,
@@ -103,10 +105,6 @@ _TOKEN_COLUMNS = "id, hash, container, name, description, created_at, expires_at
 _COLUMNS = (
     "container, name, code, meta, meta_sealed, secrets, version, code_hash, created_at, updated_at"
 )
-
-
-def _utcnow() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class SqliteBackend:
@@ -251,7 +249,7 @@ class SqliteBackend:
         """Create or replace container/name; (webtask, created)."""
         meta_json = orjson.dumps(dict(content.meta)).decode("utf-8")
         with self._write() as conn:
-            now = _utcnow()
+            now = format_time(time.time())
             row = conn.execute(
                 "SELECT version, created_at FROM webtasks WHERE container = ? AND name = ?",
                 (container, name),
